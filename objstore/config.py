@@ -1,0 +1,767 @@
+"""objstore's settings: a TOML file, ``OBJSTORE_*`` environment variables and keyword arguments.
+
+The file may be the host application's own (Gofer-style) configuration: sections and keys that belong to
+the host are left alone, while a misspelt key in a section objstore owns is an error that names the closest
+valid key. :meth:`Settings.load` reads the sources itself (rather than through pydantic-settings' sources)
+because every error message has to name the file or environment variable a bad value came from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from objstore.durations import format_duration, to_timedelta
+from objstore.errors import ConfigError, VaultError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_BLOB_THRESHOLD",
+    "DEFAULT_ENCRYPTION_KEY",
+    "ENCRYPTION_KEY_BYTES",
+    "ENV_PREFIX",
+    "HOST_KEYS",
+    "HOST_SECTIONS",
+    "NEW_KEY_ENV_VAR",
+    "PLACEHOLDER_KEY",
+    "ApiSettings",
+    "BlobSettings",
+    "BlobStore",
+    "DevelopmentSettings",
+    "FilesystemBlobStore",
+    "HttpBlobStore",
+    "ObjectStoreSettings",
+    "ObjectStoreSqlite",
+    "PostgresSettings",
+    "S3BlobStore",
+    "SecretStorePostgres",
+    "SecretStoreSettings",
+    "SecretStoreSqlite",
+    "ServerSettings",
+    "Settings",
+    "env_var_name",
+]
+
+ENV_PREFIX = "OBJSTORE_"
+CONFIG_ENV_VAR = "OBJSTORE_CONFIG"
+NEW_KEY_ENV_VAR = "OBJSTORE_NEW_ENCRYPTION_KEY"
+_TEST_ENV_PREFIX = "OBJSTORE_TEST_"
+DEFAULT_ENCRYPTION_KEY = "changemechangemechangemechangeme"
+PLACEHOLDER_KEY = "<run: objstore init-config>"
+ENCRYPTION_KEY_BYTES = 32
+# Placeholder until bench/ measures where SQLite stops beating the filesystem.
+DEFAULT_BLOB_THRESHOLD = 65536
+_MAKE_KEY_HINT = (
+    'create one with `objstore init-config` or `python -c "import secrets; print(secrets.token_urlsafe(24))"`'
+)
+
+# The host application's sections and keys (Gofer's configuration reference): accepted and ignored.
+HOST_SECTIONS = frozenset({"scheduler", "extensions", "external_events"})
+HOST_KEYS: Mapping[str, frozenset[str]] = {
+    "api": frozenset(
+        {
+            "ignore_pipeline_run_events",
+            "run_parallelism_limit",
+            "pipeline_version_retention",
+            "log_level",
+            "task_execution_log_retention",
+            "task_execution_stop_timeout",
+            "admin_key",
+            "external_events_api",
+        }
+    ),
+    "server": frozenset(
+        {
+            "host",
+            "url",
+            "bind_address",
+            "extension_address",
+            "shutdown_timeout",
+            "tls_cert_path",
+            "tls_key_path",
+            "storage_results_limit",
+            "use_tls",
+        }
+    ),
+    "development": frozenset({"bypass_auth", "use_localhost_tls", "use_included_certs"}),
+}
+
+
+# The folder relative paths resolve against while Settings.load() builds settings.
+_LOADING_FROM: ContextVar[Path | None] = ContextVar("objstore_config_base", default=None)
+
+
+class _LocatedError(ValueError):
+    """A validator's error about a key below the model that raised it (pydantic would report the model)."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _duration(value: object) -> timedelta:
+    return to_timedelta(value)
+
+
+def _whole_number(value: object) -> object:
+    # pydantic's lax mode would take `true` as 1.
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true/false")
+    return value
+
+
+def _check_key(key: SecretStr) -> SecretStr:
+    text = key.get_secret_value()
+    if text == PLACEHOLDER_KEY:
+        raise ValueError(
+            "is the placeholder of sample-config.toml, not a key; run `objstore init-config` to write a "
+            "configuration with a fresh key"
+        )
+    size = len(text.encode("utf-8"))
+    if size != ENCRYPTION_KEY_BYTES:
+        note = "" if text.isascii() else " (characters outside ASCII take 2 to 4 bytes each)"
+        raise ValueError(
+            f"the encryption key is {size} bytes long in UTF-8{note}; it must be exactly "
+            f"{ENCRYPTION_KEY_BYTES} bytes: {_MAKE_KEY_HINT}"
+        )
+    return key
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str, when_used="json")
+]
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+EncryptionKey = Annotated[SecretStr, AfterValidator(_check_key)]
+Engine = Literal["sqlite", "postgres"]
+
+
+def _mask_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    except ValueError:
+        return "***"
+
+
+# A database URL may carry a password: masked in reprs and JSON dumps.
+DatabaseUrl = Annotated[str, PlainSerializer(_mask_url, return_type=str, when_used="json")]
+
+
+class _Section(BaseModel):
+    # hide_input_in_errors: pydantic's own messages must never echo a key; revalidate_instances: a section
+    # passed in as an instance is copied, so resolving its relative paths never changes the caller's object.
+    model_config = ConfigDict(
+        extra="forbid", hide_input_in_errors=True, validate_default=True, revalidate_instances="always"
+    )
+
+
+class ApiSettings(_Section):
+    event_log_retention: Duration = Field(
+        timedelta(hours=4380), description="How long events are kept before the prune job removes them."
+    )
+    event_prune_interval: Duration = Field(
+        timedelta(hours=3),
+        description="How often the prune job looks for events older than event_log_retention.",
+    )
+    task_execution_logs_dir: Path = Field(
+        Path("objstore-data/task-logs"), description="Folder of the task execution log files."
+    )
+    task_execution_log_expiry: WholeNumber = Field(
+        20, ge=1, description="Number of runs after which the task execution logs of a run are deleted."
+    )
+
+    @field_validator("event_prune_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError('must be longer than zero, e.g. "3h"')
+        return value
+
+
+class ObjectStoreSqlite(_Section):
+    path: Path = Field(
+        Path("objstore-data/objects.db"), description="SQLite database file; created if it does not exist."
+    )
+
+
+class PostgresSettings(_Section):
+    url: DatabaseUrl | None = Field(
+        None,
+        description="SQLAlchemy URL of the PostgreSQL database (needs the objstore[postgres] extra).",
+        examples=["postgresql+psycopg://ci@db.internal/objstore"],
+    )
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # A database URL may carry a password.
+        for name, value in super().__repr_args__():
+            yield name, _mask_url(value) if name == "url" and isinstance(value, str) else value
+
+
+class ObjectStoreSettings(_Section):
+    engine: Engine = Field(
+        "sqlite", description='Database of pipeline and run objects: "sqlite" or "postgres".'
+    )
+    pipeline_object_limit: WholeNumber = Field(
+        50, ge=1, description="Most objects kept per pipeline; storing one more deletes the oldest."
+    )
+    run_object_expiry: WholeNumber = Field(
+        50,
+        ge=1,
+        description="Number of runs after which a run's objects are deleted: with 2, objects of run 5 are "
+        "deleted when run 7 starts.",
+    )
+    sqlite: ObjectStoreSqlite = Field(
+        default_factory=ObjectStoreSqlite, description="The SQLite object database."
+    )
+    postgres: PostgresSettings = Field(
+        default_factory=PostgresSettings, description="The PostgreSQL object database."
+    )
+
+    @model_validator(mode="after")
+    def _engine_configured(self) -> Self:
+        if self.engine == "postgres" and not self.postgres.url:
+            raise _LocatedError(
+                ("engine",),
+                'is "postgres" but object_store.postgres.url is not set; set it or use engine "sqlite"',
+            )
+        return self
+
+
+class SecretStoreSqlite(_Section):
+    path: Path = Field(
+        Path("objstore-data/secrets.db"), description="SQLite database file; created if it does not exist."
+    )
+    encryption_key: EncryptionKey | None = Field(
+        None,
+        description=f"Key that encrypts the secrets: exactly {ENCRYPTION_KEY_BYTES} bytes. It cannot change "
+        "once secrets are stored, except with `objstore secrets rotate-key`. Unset: secrets are unavailable.",
+    )
+
+
+class SecretStorePostgres(PostgresSettings):
+    encryption_key: EncryptionKey | None = Field(
+        None, description=f"Key that encrypts the secrets: exactly {ENCRYPTION_KEY_BYTES} bytes."
+    )
+
+
+class SecretStoreSettings(_Section):
+    engine: Engine = Field("sqlite", description='Database of the secrets: "sqlite" or "postgres".')
+    sqlite: SecretStoreSqlite = Field(
+        default_factory=SecretStoreSqlite, description="The SQLite secret database."
+    )
+    postgres: SecretStorePostgres = Field(
+        default_factory=SecretStorePostgres, description="The PostgreSQL secret database."
+    )
+
+    @property
+    def encryption_key(self) -> SecretStr | None:
+        """The key of the engine in use."""
+        return self.postgres.encryption_key if self.engine == "postgres" else self.sqlite.encryption_key
+
+    @model_validator(mode="after")
+    def _engine_configured(self) -> Self:
+        if self.engine == "postgres" and not self.postgres.url:
+            raise _LocatedError(
+                ("engine",),
+                'is "postgres" but secret_store.postgres.url is not set; set it or use engine "sqlite"',
+            )
+        return self
+
+
+class ServerSettings(_Section):
+    storage_engine: Engine = Field(
+        "sqlite", description='Database of the event log and runs: "sqlite" or "postgres".'
+    )
+    storage_path: Path = Field(
+        Path("objstore-data/objstore.db"), description="SQLite database of the event log and runs."
+    )
+    postgres: PostgresSettings = Field(
+        default_factory=PostgresSettings, description="The PostgreSQL event log and runs database."
+    )
+
+    @model_validator(mode="after")
+    def _engine_configured(self) -> Self:
+        if self.storage_engine == "postgres" and not self.postgres.url:
+            raise _LocatedError(
+                ("storage_engine",),
+                'is "postgres" but server.postgres.url is not set; set it or use storage_engine "sqlite"',
+            )
+        return self
+
+
+class DevelopmentSettings(_Section):
+    default_encryption: bool = Field(
+        False,
+        description=f"Allow the well-known default encryption key {DEFAULT_ENCRYPTION_KEY!r}. Never in "
+        "production: anyone can decrypt the secrets.",
+    )
+    pretty_logging: bool = Field(False, description="Human-readable log lines instead of JSON.")
+
+
+class FilesystemBlobStore(_Section):
+    type: Literal["filesystem"] = "filesystem"
+    path: Path = Field(description="Folder of the content files.", examples=["objstore-data/blobs"])
+
+
+class S3BlobStore(_Section):
+    type: Literal["s3"] = "s3"
+    bucket: str = Field(min_length=1, description="Bucket name.", examples=["ci-artifacts"])
+    prefix: str | None = Field(None, description="Key prefix inside the bucket.", examples=["blobs"])
+    region: str | None = Field(None, description="Region of the bucket.", examples=["eu-west-1"])
+    endpoint: str | None = Field(
+        None, description="URL of an S3-compatible server.", examples=["http://127.0.0.1:7480"]
+    )
+
+
+class HttpBlobStore(_Section):
+    type: Literal["http"] = "http"
+    host: str = Field(
+        min_length=1, description="Another objstore serving /blobs.", examples=["localhost:7777"]
+    )
+    protocol: Literal["http", "https"] = Field("http", description='"http" or "https".')
+    token: SecretStr | None = Field(None, description="Bearer token for that server.")
+
+
+BlobStore = FilesystemBlobStore | S3BlobStore | HttpBlobStore
+_STORE_TYPES: Mapping[str, type[_Section]] = {
+    "filesystem": FilesystemBlobStore,
+    "s3": S3BlobStore,
+    "http": HttpBlobStore,
+}
+
+
+class BlobSettings(_Section):
+    threshold: WholeNumber = Field(
+        DEFAULT_BLOB_THRESHOLD,
+        ge=0,
+        description="Values up to this many bytes are stored inline in the database, larger ones as blobs.",
+    )
+    gc_grace_period: Duration = Field(
+        timedelta(hours=1),
+        description="Unreferenced content younger than this is kept by garbage collection (in-flight puts).",
+    )
+    stores: list[Annotated[BlobStore, Field(discriminator="type")]] = Field(
+        default_factory=list,
+        description="Blob stores: the first is written to, the others are read in turn. None: a filesystem "
+        "store in a `blobs` folder beside the object database.",
+    )
+
+
+def env_var_name(path: Iterable[str]) -> str:
+    """The environment variable of a setting: ``("api", "log_dir")`` -> ``OBJSTORE_API__LOG_DIR``."""
+    return ENV_PREFIX + "__".join(part.upper() for part in path)
+
+
+class Settings(BaseSettings):
+    """All of objstore's settings. Build with :meth:`load` (or :meth:`for_directory` in tests)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="forbid",
+        hide_input_in_errors=True,
+        validate_default=True,
+    )
+
+    api: ApiSettings = Field(default_factory=ApiSettings, description="Event log and task execution logs.")
+    object_store: ObjectStoreSettings = Field(
+        default_factory=ObjectStoreSettings, description="Pipeline objects and run objects."
+    )
+    secret_store: SecretStoreSettings = Field(
+        default_factory=SecretStoreSettings, description="Encrypted secrets of pipelines and global secrets."
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings, description="Event log and runs database.")
+    development: DevelopmentSettings = Field(
+        default_factory=DevelopmentSettings, description="Development switches; keep them off in production."
+    )
+    blobs: BlobSettings = Field(
+        default_factory=BlobSettings, description="Content-addressed storage of large values."
+    )
+
+    _config_file: Path | None = PrivateAttr(None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load() has read the environment itself (to name variables in errors) and passes the result in.
+        if _LOADING_FROM.get() is not None:
+            return (init_settings,)
+        return init_settings, env_settings
+
+    @model_validator(mode="after")
+    def _finish(self) -> Self:
+        _resolve_paths(self, _LOADING_FROM.get() or Path.cwd())
+        return self
+
+    def vault_key(self) -> SecretStr:
+        """The encryption key the secret store may use, or a VaultError saying how to set one.
+
+        The well-known default key does not stop the configuration from loading (Gofer's example ships
+        it, and objects need no key); it is refused here, when secrets are used, unless
+        ``development.default_encryption`` allows it.
+        """
+        key = self.secret_store.encryption_key
+        setting = f"secret_store.{self.secret_store.engine}.encryption_key"
+        if key is None:
+            raise VaultError(
+                f"no encryption key is configured, so secrets cannot be stored or read; set {setting} "
+                f"(or {env_var_name(('secret_store', self.secret_store.engine, 'encryption_key'))}): "
+                f"{_MAKE_KEY_HINT}"
+            )
+        if key.get_secret_value() == DEFAULT_ENCRYPTION_KEY and not self.development.default_encryption:
+            raise VaultError(
+                f"{setting} is the well-known default key that anyone can look up; {_MAKE_KEY_HINT} "
+                "(or, for development only, set development.default_encryption = true)"
+            )
+        return key
+
+    @property
+    def config_file(self) -> Path | None:
+        """The configuration file these settings were read from (absolute), or None."""
+        return self._config_file
+
+    def blob_stores(self) -> list[BlobStore]:
+        """The blob stores in use: the configured ones, else a filesystem store beside the object database."""
+        if self.blobs.stores:
+            return list(self.blobs.stores)
+        return [FilesystemBlobStore(path=self.object_store.sqlite.path.parent / "blobs")]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Self:
+        """Read settings: defaults < the TOML file < ``OBJSTORE_*`` environment variables < ``overrides``.
+
+        ``path`` None means ``$OBJSTORE_CONFIG`` if set, else no file. ``overrides`` are sections as
+        (partial) dicts, merged deeply: ``load(p, object_store={"sqlite": {"path": "o.db"}})``. Relative paths
+        resolve against the file's folder, or the working folder without a file. Raises :class:`ConfigError`.
+        """
+        origin = "the path given to Settings.load"
+        if path is None and os.environ.get(CONFIG_ENV_VAR):
+            path, origin = os.environ[CONFIG_ENV_VAR], f"environment variable {CONFIG_ENV_VAR}"
+        file = None if path is None else Path(os.path.abspath(Path(path).expanduser()))
+        return cls._build(file, origin, _plain(overrides), None)
+
+    @classmethod
+    def for_directory(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
+        """Settings keeping all data under ``path``: objects.db, secrets.db, objstore.db, task-logs/, blobs/.
+
+        No configuration file is read (not even ``$OBJSTORE_CONFIG``); environment variables apply, below
+        ``overrides``. Relative paths in ``overrides`` resolve against ``path``.
+        """
+        root = Path(os.path.abspath(Path(path).expanduser()))
+        layout: dict[str, Any] = {
+            "api": {"task_execution_logs_dir": root / "task-logs"},
+            "object_store": {"sqlite": {"path": root / "objects.db"}},
+            "secret_store": {"sqlite": {"path": root / "secrets.db"}},
+            "server": {"storage_path": root / "objstore.db"},
+        }
+        return cls._build(None, "", _deep_merge(layout, _plain(overrides)), root)
+
+    @classmethod
+    def _build(cls, file: Path | None, origin: str, overrides: dict[str, Any], base: Path | None) -> Self:
+        problems: list[str] = []
+        file_data: dict[str, Any] = {}
+        if file is not None:
+            file_data = _owned(_read_toml(file, origin), f"in {file}", problems, host_tolerant=True)
+        env_data, env_vars = _read_env(os.environ, problems)
+        overrides = _owned(overrides, "in the arguments to Settings.load", problems, host_tolerant=False)
+        if problems:
+            raise ConfigError(_join(problems))
+        merged = _deep_merge(_deep_merge(file_data, env_data), overrides)
+        base_dir = base or (file.parent if file is not None else Path.cwd())
+        # A context variable, not pydantic's validation context: BaseSettings validates through __init__,
+        # which takes no context.
+        loading = _LOADING_FROM.set(base_dir)
+        try:
+            settings = cls(**merged)
+        except ValidationError as exc:
+            sources = ((overrides, "argument"), (env_data, "env"), (file_data, f"in {file}"))
+            problems = [_describe(error, sources, env_vars) for error in exc.errors(include_url=False)]
+        else:
+            settings._config_file = file
+            return settings
+        finally:
+            _LOADING_FROM.reset(loading)
+        # Raised outside the except block, so no ValidationError (holding the inputs) is chained to it.
+        raise ConfigError(_join(problems))
+
+
+def _resolve_paths(model: BaseModel, base: Path) -> None:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Path):
+            value = value.expanduser()
+            setattr(model, name, value if value.is_absolute() else Path(os.path.abspath(base / value)))
+        elif isinstance(value, BaseModel):
+            _resolve_paths(value, base)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _resolve_paths(item, base)
+
+
+def _section_model(settings_model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    annotation = settings_model.model_fields[name].annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _schema(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], bool]]:
+    """Every setting's path, and whether its value is structured (a section, or the blob store list)."""
+    for name in model.model_fields:
+        sub = _section_model(model, name)
+        yield (*path, name), sub is not None or (model is BlobSettings and name == "stores")
+        if sub is not None:
+            yield from _schema(sub, (*path, name))
+
+
+_ENV_SETTINGS: Mapping[str, tuple[tuple[str, ...], bool]] = {
+    env_var_name(path): (path, structured) for path, structured in _schema(Settings)
+}
+
+
+def _read_toml(file: Path, origin: str) -> dict[str, Any]:
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {file} (named by {origin}) does not exist; create it with "
+            f"`objstore init-config -o {file}`, or fix the path"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {file} (named by {origin}): {exc.strerror}; check the path and its "
+            "permissions"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {file} is not UTF-8 text (byte {exc.start} is not valid UTF-8); save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if found:
+        where, reason = f"line {found[1]}, column {found[2]}", message[: found.start()]
+    else:  # "(at end of document)": point at the last character
+        lines = text.split("\n")
+        where = f"line {len(lines)}, column {len(lines[-1]) + 1} (end of file)"
+        reason = message.removesuffix(" (at end of document)")
+    raise ConfigError(f"config file {file} is not valid TOML: {where}: {reason}; fix the syntax there")
+
+
+def _closest(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
+    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
+    return found[0] if found else None
+
+
+def _unknown(where: str, kind: str, name: str, candidates: Iterable[str], valid: Iterable[str]) -> str:
+    close = _closest(name, candidates)
+    advice = f"did you mean {close!r}?" if close else f"valid ones are: {', '.join(valid)}."
+    return f"{where}: unknown {kind} {name!r}; {advice} Correct or remove it."
+
+
+def _owned(
+    data: Mapping[str, Any], where: str, problems: list[str], *, host_tolerant: bool
+) -> dict[str, Any]:
+    """The part of ``data`` that objstore owns; misspelt keys are appended to ``problems``."""
+    owned: dict[str, Any] = {}
+    sections = list(Settings.model_fields)
+    for name, value in data.items():
+        if name in Settings.model_fields:
+            owned[name] = _owned_table(Settings, name, value, section=name, where=where, problems=problems)
+        elif not host_tolerant or (name not in HOST_SECTIONS and _closest(name, sections, 0.8)):
+            problems.append(_unknown(where, "section", name, sections, sections))
+        # Anything else belongs to the host application.
+    return owned
+
+
+def _owned_table(
+    parent: type[BaseModel], name: str, value: Any, *, section: str, where: str, problems: list[str]
+) -> Any:
+    model = _section_model(parent, name)
+    if parent is BlobSettings and name == "stores" and isinstance(value, list):
+        return [_owned_store(item, f"{section}[{i}]", where, problems) for i, item in enumerate(value)]
+    if model is None or not isinstance(value, Mapping):
+        return value  # pydantic reports a wrong type
+    return _check_keys(model, value, section, where, problems)
+
+
+def _check_keys(
+    model: type[BaseModel], table: Mapping[str, Any], section: str, where: str, problems: list[str]
+) -> dict[str, Any]:
+    owned: dict[str, Any] = {}
+    host = HOST_KEYS.get(section, frozenset())
+    for key, value in table.items():
+        if key in model.model_fields:
+            owned[key] = _owned_table(
+                model, key, value, section=f"{section}.{key}", where=where, problems=problems
+            )
+        elif key not in host:
+            candidates = [*model.model_fields, *host]
+            problems.append(
+                _unknown(f"{where}, section {section}", "key", key, candidates, model.model_fields)
+            )
+    return owned
+
+
+def _owned_store(item: Any, section: str, where: str, problems: list[str]) -> Any:
+    kind = item.get("type") if isinstance(item, Mapping) else None
+    model = _STORE_TYPES.get(kind) if isinstance(kind, str) else None
+    return item if model is None else _check_keys(model, item, section, where, problems)
+
+
+def _read_env(
+    environ: Mapping[str, str], problems: list[str]
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """``OBJSTORE_*`` variables as nested data, and which variable set which setting path."""
+    data: dict[str, Any] = {}
+    names: dict[tuple[str, ...], str] = {}
+    found: list[tuple[tuple[str, ...], str, Any]] = []
+    for name, text in environ.items():
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in (CONFIG_ENV_VAR, NEW_KEY_ENV_VAR):
+            continue
+        if upper.startswith(_TEST_ENV_PREFIX):
+            continue
+        if upper not in _ENV_SETTINGS:
+            close = _closest(upper, _ENV_SETTINGS)
+            advice = (
+                f"did you mean {close}?" if close else "sample-config.toml names every setting's variable."
+            )
+            problems.append(
+                f"environment variable {name} names no objstore setting; {advice} Rename or unset it."
+            )
+            continue
+        path, structured = _ENV_SETTINGS[upper]
+        value: Any = text
+        if structured:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                problems.append(
+                    f"environment variable {name} is not valid JSON ({exc.msg}); give a JSON "
+                    f"{'list' if path[-1] == 'stores' else 'object'}"
+                )
+                continue
+            where = f"in environment variable {name}"
+            parent: type[BaseModel] = Settings
+            for part in path[:-1]:
+                parent = _section_model(parent, part) or parent
+            value = _owned_table(
+                parent, path[-1], value, section=".".join(path), where=where, problems=problems
+            )
+        found.append((path, name, value))
+    # A whole section given as JSON first, so that variables of single keys override it.
+    for path, name, value in sorted(found, key=lambda entry: len(entry[0])):
+        nested: Any = value
+        for part in reversed(path):
+            nested = {part: nested}
+        data = _deep_merge(data, nested)
+        names[path] = name
+    return data, names
+
+
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Overrides as nested dicts; a section given as a model counts with the fields set on it."""
+    plain: dict[str, Any] = {}
+    for key, given in values.items():
+        value = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
+        plain[key] = _plain(value) if isinstance(value, Mapping) else value
+    return plain
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(below, Mapping) and isinstance(value, Mapping):
+            merged[key] = _deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _depth(data: Any, loc: tuple[str | int, ...]) -> int:
+    """How many leading parts of ``loc`` exist in ``data``."""
+    for depth, part in enumerate(loc):
+        in_table = isinstance(data, Mapping) and isinstance(part, str) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not (in_table or in_list):
+            return depth
+        data = data[part]
+    return len(loc)
+
+
+def _describe(
+    error: ErrorDetails,
+    sources: tuple[tuple[dict[str, Any], str], ...],
+    env_vars: Mapping[tuple[str, ...], str],
+) -> str:
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    message: str = error["msg"]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, _LocatedError):
+        loc, message = (*loc, *cause.loc), str(cause)
+    elif error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    elif error["type"] == "missing":
+        message = "is required but not set; add it"
+    else:
+        message = f"{message}; correct the value"
+    # Drop the union tag pydantic puts after a list index: blobs.stores[0].s3.bucket -> blobs.stores[0].bucket
+    loc = tuple(p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in _STORE_TYPES))
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "settings"
+    # The source that set the deepest part of the location; ties go to the higher precedence.
+    best, origin = 0, "default value"
+    for data, label in sources:
+        depth = _depth(data, loc)
+        if depth > best:
+            best, origin = depth, label
+    if origin == "argument":
+        origin = "argument to Settings.load"
+    elif origin == "env":
+        named = [name for path, name in env_vars.items() if tuple(loc[: len(path)]) == path]
+        origin = f"environment variable {named[-1]}" if named else "environment"
+    return f"{key} ({origin}): {message}"
+
+
+def _join(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} configuration problems:\n" + "\n".join(f"  {p}" for p in problems)

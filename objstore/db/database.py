@@ -1,0 +1,193 @@
+"""One database: per-thread driver connections for the hot paths, an SQLAlchemy engine for the rest.
+
+Hot paths (put, get, list, start_run) run hand-written, dialect-neutral SQL with ``:name`` parameters on
+a connection held by the calling thread: a pool checkout per call costs more than the query itself.
+Migrations and administrative work use the SQLAlchemy engine, whose connections follow the same policy.
+Write transactions go through :meth:`Database.write`, which applies the one busy-retry policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from objstore.db.retry import BusyRetry, is_busy, sleep_before_retry, translate_driver_error
+from objstore.db.sqlite import connect_sqlite
+from objstore.errors import ObjStoreError, StorageBusy
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+__all__ = ["Connection", "Database", "Row"]
+
+T = TypeVar("T")
+Connection = sqlite3.Connection
+Row = tuple[Any, ...]
+Params = Mapping[str, Any]
+
+_DRIVER_ERRORS = (sqlite3.Error,)
+_open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _forget_connections_after_fork() -> None:
+    # A connection inherited across fork() must never be used by the child: it shares the parent's locks.
+    for database in list(_open_databases):
+        database._after_fork()
+
+
+os.register_at_fork(after_in_child=_forget_connections_after_fork)
+
+
+class Database:
+    """A SQLite database file with objstore's policy. (PostgreSQL arrives behind the same methods.)"""
+
+    def __init__(self, path: Path, *, label: str, retry: BusyRetry | None = None) -> None:
+        self.path = path
+        self.label = label  # e.g. "object database /srv/ci/objects.db": used in every error message
+        self.dialect_name = "sqlite"
+        self._retry = retry or BusyRetry()
+        self._local = threading.local()
+        self._connections: list[Connection] = []
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._closed = False
+        self._pid = os.getpid()
+        _open_databases.add(self)
+
+    def __repr__(self) -> str:
+        return f"<Database {self.label}>"
+
+    # -- connections ---------------------------------------------------------------------------------
+
+    def connection(self) -> Connection:
+        """This thread's connection, opened on first use."""
+        connection: Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise ObjStoreError("this store is closed; open a new one with objstore.open()")
+        try:
+            connection = connect_sqlite(self.path)
+        except _DRIVER_ERRORS as error:
+            raise translate_driver_error(error, self.label) from None
+        except OSError as error:
+            raise translate_driver_error(error, self.label) from None
+        with self._lock:
+            self._connections.append(connection)
+        self._local.connection = connection
+        return connection
+
+    @property
+    def engine(self) -> Engine:
+        """An SQLAlchemy engine with the same policy; every transaction it begins is ``BEGIN IMMEDIATE``."""
+        if self._engine is None:
+            # Imported here: SQLAlchemy is only needed for migrations and administration, and importing
+            # it would double the time to open a store.
+            from sqlalchemy import create_engine, event
+            from sqlalchemy.pool import NullPool
+
+            path = self.path
+            engine = create_engine(
+                "sqlite://",
+                creator=lambda: connect_sqlite(path),
+                poolclass=NullPool,
+                hide_parameters=True,  # values may be secrets: never echo them in errors or logs
+            )
+
+            @event.listens_for(engine, "begin")
+            def _begin_immediate(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+            self._engine = engine
+        return self._engine
+
+    def close(self) -> None:
+        """Close every connection this database opened, on any thread; closing twice is harmless."""
+        self._closed = True
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            with contextlib.suppress(sqlite3.Error):  # best effort: the process may be exiting
+                connection.close()
+        self._local = threading.local()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def _after_fork(self) -> None:
+        # Drop (without closing: the parent still uses them) the connections inherited from the parent.
+        self._local = threading.local()
+        self._connections = []
+        self._lock = threading.Lock()
+        self._engine = None
+        self._pid = os.getpid()
+
+    # -- statements ----------------------------------------------------------------------------------
+
+    def sql(self, statement: str) -> str:
+        """Adapt a statement written with ``:name`` parameters to this database's driver."""
+        return statement  # sqlite3 understands :name natively
+
+    def query_one(self, sql: str, params: Params) -> Row | None:
+        """Run one read statement on this thread's connection; the first row or None."""
+        try:
+            return cast("Row | None", self.connection().execute(sql, params).fetchone())
+        except _DRIVER_ERRORS as error:
+            if is_busy(error):
+                return cast("Row | None", self.read(lambda conn: conn.execute(sql, params).fetchone()))
+            raise translate_driver_error(error, self.label) from None
+
+    def query_all(self, sql: str, params: Params) -> list[Row]:
+        """Run one read statement on this thread's connection; all rows."""
+        try:
+            return self.connection().execute(sql, params).fetchall()
+        except _DRIVER_ERRORS as error:
+            if is_busy(error):
+                return self.read(lambda conn: conn.execute(sql, params).fetchall())
+            raise translate_driver_error(error, self.label) from None
+
+    # -- transactions ----------------------------------------------------------------------------------
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction (``BEGIN IMMEDIATE``), committing if it returns.
+
+        ``work`` may run more than once: a busy database is retried with backoff, and ``StorageBusy``
+        raised when the policy gives up. Errors raised by ``work`` roll back and propagate; driver errors
+        are translated into objstore's tree.
+        """
+        return self._transact("BEGIN IMMEDIATE", work)
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a read transaction: several statements see one consistent snapshot."""
+        return self._transact("BEGIN", work)
+
+    def _transact(self, begin: str, work: Callable[[Connection], T]) -> T:
+        connection = self.connection()
+        delays = self._retry.delays()
+        while True:
+            try:
+                connection.execute(begin)
+                try:
+                    result = work(connection)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+                return result
+            except _DRIVER_ERRORS as error:
+                if not is_busy(error):
+                    raise translate_driver_error(error, self.label) from None
+                delay = next(delays, None)
+                if delay is None:
+                    raise StorageBusy(
+                        f"{self.label} stayed locked by other writers; try again, or look for a process "
+                        "holding a long transaction"
+                    ) from None
+                sleep_before_retry(delay)

@@ -1,0 +1,39 @@
+"""SQLite policy, in one place: how every connection to an objstore SQLite database is opened."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from objstore.db.retry import BUSY_TIMEOUT_SECONDS
+from objstore.private_files import ensure_private_file
+
+__all__ = ["connect_sqlite"]
+
+
+def connect_sqlite(path: Path) -> sqlite3.Connection:
+    """Open ``path`` (created 0600 in a 0700 folder if missing) with objstore's SQLite policy.
+
+    - autocommit mode at the driver level: objstore writes ``BEGIN IMMEDIATE`` itself, because a deferred
+      transaction that reads and then writes fails with "database is locked" even under WAL;
+    - ``auto_vacuum=INCREMENTAL`` before anything else, since it only takes effect before the first table;
+    - WAL journal, ``synchronous=NORMAL`` (durable across process crashes; a power loss may drop the last
+      commits but never corrupts), foreign keys on, and a busy timeout.
+    """
+    ensure_private_file(path)
+    connection = sqlite3.connect(
+        path,
+        timeout=BUSY_TIMEOUT_SECONDS,
+        isolation_level=None,
+        check_same_thread=False,  # one connection per thread, but close() may run on another thread
+        cached_statements=256,
+    )
+    try:
+        connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        connection.close()
+        raise
+    return connection

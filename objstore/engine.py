@@ -1,0 +1,215 @@
+"""The facade: ``ObjStore`` reads the settings and wires the databases, blob store and stores together.
+
+This is the only module that reads :class:`~objstore.config.Settings`; everything below it receives plain
+values (paths, limits, a clock).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from objstore.blobs.base import BlobBackend
+from objstore.blobs.filesystem import FilesystemBlobBackend
+from objstore.clock import Clock, SystemClock
+from objstore.config import Settings
+from objstore.db.database import Database
+from objstore.db.migrate import SchemaStatus, ensure_schema, schema_status, upgrade
+from objstore.errors import ConfigError, ObjStoreError
+from objstore.handles import Pipeline
+from objstore.names import validate_id
+from objstore.stores.content import ContentStore
+from objstore.stores.maintenance import Maintenance
+from objstore.stores.objects import ObjectStore
+from objstore.stores.runs import RunStore
+from objstore.types import CheckReport, GCReport, PruneReport
+
+__all__ = ["ObjStore", "open"]
+
+
+class ObjStore:
+    """An open objstore: pipelines, runs and their objects over SQLite and a blob store.
+
+    Thread-safe: one instance may be shared by many threads (each uses its own database connection).
+    Several processes may open the same databases at once. Use it as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, *, clock: Clock | None = None, upgrade_schema: bool = True
+    ) -> None:
+        """Open the databases and blob store that ``settings`` describe (default: ``Settings.load()``).
+
+        With ``upgrade_schema`` (the default) an empty database is created and an older one upgraded;
+        without it nothing is written at open, and :meth:`schema_status` tells where each one stands.
+        """
+        self._upgrade_schema = upgrade_schema
+        self.settings = settings if settings is not None else Settings.load()
+        self.clock: Clock = clock or SystemClock()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._databases: dict[str, Database] = {}
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        settings = self.settings
+        for store in (settings.object_store, settings.secret_store):
+            if store.engine != "sqlite":
+                raise ConfigError(f"engine {store.engine!r} is not available in this version; use 'sqlite'")
+        if settings.server.storage_engine != "sqlite":
+            raise ConfigError(
+                "server.storage_engine 'postgres' is not available in this version; use 'sqlite'"
+            )
+        self.server_db = self._database("server database", settings.server.storage_path)
+        self.object_db = self._database("object database", settings.object_store.sqlite.path)
+        self.secret_db = self._database("secret database", settings.secret_store.sqlite.path)
+        if self._upgrade_schema:
+            for database in self._databases.values():
+                ensure_schema(database, auto_upgrade=True)
+        self.blob_backend = _blob_backend(settings)
+        self.content = ContentStore(self.blob_backend, threshold=settings.blobs.threshold)
+        self.objects = ObjectStore(
+            self.object_db,
+            self.content,
+            clock=self.clock,
+            pipeline_object_limit=settings.object_store.pipeline_object_limit,
+            run_object_expiry=settings.object_store.run_object_expiry,
+        )
+        self.runs = RunStore(self.server_db, clock=self.clock)
+        self.maintenance = Maintenance(self.object_db, self.content)
+
+    def _database(self, role: str, path: Path) -> Database:
+        # The three databases may be one file: share one Database (and one set of connections) then.
+        key = os.path.realpath(path)
+        existing = self._databases.get(key)
+        if existing is not None:
+            existing.label = existing.label.replace(" database ", f" and {role} ", 1)
+            return existing
+        database = Database(Path(path), label=f"{role} {path}")
+        self._databases[key] = database
+        return database
+
+    # -- the public face -------------------------------------------------------------------------------
+
+    def pipeline(self, namespace: str, pipeline: str) -> Pipeline:
+        """A handle on one pipeline; the ids are validated, nothing is read or written."""
+        self._check_open()
+        return Pipeline(
+            self.objects,
+            self.runs,
+            validate_id(namespace, "namespace"),
+            validate_id(pipeline, "pipeline id"),
+        )
+
+    def expire_run_objects(self, *, dry_run: bool = False) -> int:
+        """The sweep behind run-object expiry: every pipeline's runs at or below latest - expiry.
+
+        ``start_run`` does this for its own pipeline; the sweep catches what a crash or a lowered
+        ``run_object_expiry`` left behind. Returns how many objects were (or would be) removed.
+        """
+        self._check_open()
+        removed = 0
+        for namespace, pipeline, last_run in self.runs.pipelines():
+            removed += self.objects.expire_runs(namespace, pipeline, last_run, dry_run=dry_run)
+        return removed
+
+    def collect_garbage(
+        self,
+        grace: timedelta | None = None,
+        *,
+        staging_grace: timedelta | None = None,
+        dry_run: bool = False,
+    ) -> GCReport:
+        """Remove blob content no object refers to, older than ``grace`` (default: the setting
+        ``blobs.gc_grace_period``); see :meth:`Maintenance.collect_garbage`."""
+        self._check_open()
+        return self.maintenance.collect_garbage(
+            self.settings.blobs.gc_grace_period if grace is None else grace,
+            staging_grace=staging_grace,
+            dry_run=dry_run,
+        )
+
+    def check(self, *, fix: bool = False, verify: bool = False) -> CheckReport:
+        """Objects whose content is missing (or corrupt, with ``verify``) and content no object uses."""
+        self._check_open()
+        return self.maintenance.check(fix=fix, verify=verify)
+
+    def prune(self, *, dry_run: bool = False) -> PruneReport:
+        """Run every retention job once: expired run objects, then unreferenced blobs."""
+        run_objects = self.expire_run_objects(dry_run=dry_run)
+        garbage = self.collect_garbage(dry_run=dry_run)
+        return PruneReport(run_objects=run_objects, blobs=garbage.blobs_removed, dry_run=dry_run)
+
+    def schema_status(self) -> list[SchemaStatus]:
+        """Where each database's schema stands."""
+        return [schema_status(database) for database in self._databases.values()]
+
+    def upgrade(self) -> list[SchemaStatus]:
+        """Apply missing migrations to every database."""
+        return [upgrade(database) for database in self._databases.values()]
+
+    def close(self) -> None:
+        """Close connections and backends; closing twice is harmless."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        for database in self._databases.values():
+            database.close()
+        backend: BlobBackend | None = getattr(self, "blob_backend", None)
+        if backend is not None:
+            backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ObjStoreError("this store is closed; open a new one with objstore.open()")
+
+    def __enter__(self) -> ObjStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<ObjStore {state} objects={self.settings.object_store.sqlite.path}>"
+
+
+def _blob_backend(settings: Settings) -> BlobBackend:
+    stores = settings.blob_stores()
+    first = stores[0]
+    if first.type != "filesystem":
+        raise ConfigError(
+            f'blob store type {first.type!r} is not available in this version; use type = "filesystem"'
+        )
+    return FilesystemBlobBackend(Path(first.path))
+
+
+def open(  # the natural name: objstore.open(...)
+    config: str | os.PathLike[str] | None = None,
+    /,
+    *,
+    clock: Clock | None = None,
+    upgrade_schema: bool = True,
+    **overrides: Any,
+) -> ObjStore:
+    """Open the store described by ``config`` (a TOML file; None: ``$OBJSTORE_CONFIG``, else defaults).
+
+    Environment overrides apply; keyword ``overrides`` win over both, e.g.
+    ``objstore.open(None, object_store={"pipeline_object_limit": 10})``.
+    """
+    return ObjStore(Settings.load(config, **overrides), clock=clock, upgrade_schema=upgrade_schema)

@@ -1,0 +1,294 @@
+"""Pipeline and run objects: put, get, open, info, list, delete; the pipeline limit; run expiry.
+
+A scope is (namespace, pipeline, run) with run 0 for pipeline objects. Every write is one short
+transaction on the object database; large content is staged and published in the blob store *before*
+that transaction, and re-checked inside it, so a committed row never points at missing content.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+from typing import Any, BinaryIO
+
+from objstore.clock import Clock
+from objstore.db.database import Connection, Database
+from objstore.errors import AlreadyExists, InvalidValue, ObjectNotFound, RunExpired
+from objstore.stores.content import ContentStore, Source
+from objstore.timestamps import from_micros, to_micros
+from objstore.types import ObjectInfo
+
+__all__ = ["PIPELINE_SCOPE", "ObjectStore", "describe_scope"]
+
+PIPELINE_SCOPE = 0  # the ``run`` column value of pipeline objects
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}(;[ -~]{0,200})?")
+_SCOPE = "scope_id = :scope AND run = :run"
+_COLUMNS = '"key", size, sha256, content_type, created_at'
+
+mimetypes.init()
+_TYPES_BY_SUFFIX = dict(mimetypes.types_map)
+
+
+def describe_scope(namespace: str, pipeline: str, run: int) -> str:
+    where = f"pipeline {namespace}/{pipeline}"
+    return where if run == PIPELINE_SCOPE else f"run {run} of {where}"
+
+
+def _content_type_for(key: str, given: str | None) -> str:
+    if given is None:
+        return _TYPES_BY_SUFFIX.get(os.path.splitext(key)[1].lower(), DEFAULT_CONTENT_TYPE)
+    if not isinstance(given, str) or _CONTENT_TYPE.fullmatch(given) is None:
+        raise InvalidValue(f"invalid content type {given!r}: use a MIME type such as 'application/json'")
+    return given
+
+
+class ObjectStore:
+    """Objects of every pipeline and run in one object database."""
+
+    def __init__(
+        self,
+        database: Database,
+        content: ContentStore,
+        *,
+        clock: Clock,
+        pipeline_object_limit: int,
+        run_object_expiry: int,
+        delete_batch: int = 5000,
+    ) -> None:
+        self.db = database
+        self.content = content
+        self.clock = clock
+        self.pipeline_object_limit = pipeline_object_limit
+        self.run_object_expiry = run_object_expiry
+        self.delete_batch = delete_batch
+        self._scope_ids: dict[tuple[str, str], int] = {}  # pipelines never lose their id: safe to cache
+        sql = database.sql
+        self._find_scope = sql("SELECT id FROM object_pipelines WHERE namespace = :ns AND pipeline = :p")
+        self._create_scope = sql(
+            "INSERT INTO object_pipelines (namespace, pipeline, last_run, expired_through) "
+            "VALUES (:ns, :p, 0, 0) ON CONFLICT (namespace, pipeline) DO NOTHING"
+        )
+        self._insert = sql(
+            'INSERT INTO objects (scope_id, run, "key", size, sha256, content_type, created_at, data) '
+            "VALUES (:scope, :run, :key, :size, :sha256, :content_type, :created_at, :data) "
+            'ON CONFLICT (scope_id, run, "key") DO NOTHING'
+        )
+        self._delete_one = sql(f'DELETE FROM objects WHERE {_SCOPE} AND "key" = :key')
+        self._exists = sql(f'SELECT 1 FROM objects WHERE {_SCOPE} AND "key" = :key')
+        self._get = sql(f'SELECT size, sha256, data FROM objects WHERE {_SCOPE} AND "key" = :key')
+        self._info = sql(f'SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} AND "key" = :key')
+        self._list = sql(f"SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} ORDER BY id")
+        self._count = sql("SELECT count(*) FROM objects WHERE scope_id = :scope AND run = 0")
+        self._evict = sql(
+            "DELETE FROM objects WHERE id IN (SELECT id FROM objects WHERE scope_id = :scope AND run = 0 "
+            'ORDER BY id LIMIT :n) RETURNING "key"'
+        )
+        self._run_state = sql("SELECT last_run, expired_through FROM object_pipelines WHERE id = :scope")
+        # CASE rather than max()/GREATEST(): the same text runs on SQLite and PostgreSQL.
+        self._raise_watermark = sql(
+            "UPDATE object_pipelines SET "
+            "last_run = CASE WHEN :last_run > last_run THEN :last_run ELSE last_run END, "
+            "expired_through = CASE WHEN :through > expired_through THEN :through ELSE expired_through END "
+            "WHERE id = :scope RETURNING expired_through"
+        )
+        self._delete_expired = sql(
+            "DELETE FROM objects WHERE id IN (SELECT id FROM objects WHERE scope_id = :scope "
+            "AND run >= 1 AND run <= :through LIMIT :n)"
+        )
+        self._count_expired = sql(
+            "SELECT count(*) FROM objects WHERE scope_id = :scope AND run >= 1 AND run <= :through"
+        )
+
+    def scope_id(self, namespace: str, pipeline: str, *, create: bool) -> int | None:
+        """The pipeline's id in the object database; created on first need when ``create``."""
+        cached = self._scope_ids.get((namespace, pipeline))
+        if cached is not None:
+            return cached
+        names = {"ns": namespace, "p": pipeline}
+        row = self.db.query_one(self._find_scope, names)
+        if row is None and create:
+
+            def work(conn: Connection) -> tuple[object, ...]:
+                conn.execute(self._create_scope, names)
+                found: tuple[object, ...] = conn.execute(self._find_scope, names).fetchone()
+                return found
+
+            row = self.db.write(work)
+        if row is None:
+            return None
+        scope = int(row[0])
+        self._scope_ids[(namespace, pipeline)] = scope
+        return scope
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    def put(
+        self,
+        namespace: str,
+        pipeline: str,
+        run: int,
+        key: str,
+        source: Source,
+        *,
+        overwrite: bool = False,
+        content_type: str | None = None,
+    ) -> ObjectInfo:
+        """Store ``source`` under ``key``; returns its metadata. Names must already be validated."""
+        kind = _content_type_for(key, content_type)
+        scope = self.scope_id(namespace, pipeline, create=True)
+        assert scope is not None
+        where = {"scope": scope, "run": run, "key": key}
+        small = isinstance(source, bytes) and len(source) <= self.content.threshold
+        if not small:
+            # Fail before streaming a large value that could not be committed anyway.
+            if run != PIPELINE_SCOPE:
+                self.db.read(lambda conn: self._check_run_open(conn, scope, namespace, pipeline, run))
+            if not overwrite and self.db.query_one(self._exists, where) is not None:
+                raise self._already_exists(namespace, pipeline, run, key)
+        content = self.content.ingest(source)
+        try:
+            self.content.publish(content)
+            created_at = self.clock.now()
+            row = {
+                **where,
+                "size": content.size,
+                "sha256": content.sha256,
+                "content_type": kind,
+                "created_at": to_micros(created_at),
+                "data": content.inline,
+            }
+
+            def work(conn: Connection) -> list[str]:
+                if run != PIPELINE_SCOPE:
+                    self._check_run_open(conn, scope, namespace, pipeline, run)
+                if overwrite:
+                    conn.execute(self._delete_one, where)
+                self.content.ensure_published(content)
+                if conn.execute(self._insert, row).rowcount == 0:
+                    raise self._already_exists(namespace, pipeline, run, key)
+                return self._evict_oldest(conn, scope) if run == PIPELINE_SCOPE else []
+
+            self.db.write(work)
+        finally:
+            self.content.release(content)
+        return ObjectInfo(
+            key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
+        )
+
+    def _evict_oldest(self, conn: Connection, scope: int) -> list[str]:
+        # Inside the put's transaction: the count is exact under any concurrency, and the oldest
+        # objects (smallest ids) go first.
+        (count,) = conn.execute(self._count, {"scope": scope}).fetchone()
+        excess = count - self.pipeline_object_limit
+        if excess <= 0:
+            return []
+        return [key for (key,) in conn.execute(self._evict, {"scope": scope, "n": excess}).fetchall()]
+
+    def delete(self, namespace: str, pipeline: str, run: int, key: str) -> None:
+        """Remove the object; its blob content, if any, is left to garbage collection."""
+        scope = self.scope_id(namespace, pipeline, create=False)
+        where = {"scope": scope, "run": run, "key": key}
+        removed = (
+            0 if scope is None else self.db.write(lambda conn: conn.execute(self._delete_one, where).rowcount)
+        )
+        if removed == 0:
+            raise self._not_found(namespace, pipeline, run, key)
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def _row(self, statement: str, namespace: str, pipeline: str, run: int, key: str) -> tuple[Any, ...]:
+        scope = self.scope_id(namespace, pipeline, create=False)
+        row = (
+            None if scope is None else self.db.query_one(statement, {"scope": scope, "run": run, "key": key})
+        )
+        if row is None:
+            raise self._not_found(namespace, pipeline, run, key)
+        return row
+
+    def get(self, namespace: str, pipeline: str, run: int, key: str) -> bytes:
+        size, sha256, data = self._row(self._get, namespace, pipeline, run, key)
+        return self.content.read(sha256, size, data, self._what(namespace, pipeline, run, key))
+
+    def open(self, namespace: str, pipeline: str, run: int, key: str) -> BinaryIO:
+        size, sha256, data = self._row(self._get, namespace, pipeline, run, key)
+        return self.content.open(sha256, size, data, self._what(namespace, pipeline, run, key))
+
+    def info(self, namespace: str, pipeline: str, run: int, key: str) -> ObjectInfo:
+        row = self._row(self._info, namespace, pipeline, run, key)
+        return self._object_info(row, namespace, pipeline, run)
+
+    def list(self, namespace: str, pipeline: str, run: int) -> list[ObjectInfo]:
+        """Every object of the scope, oldest first."""
+        scope = self.scope_id(namespace, pipeline, create=False)
+        if scope is None:
+            return []
+        rows = self.db.query_all(self._list, {"scope": scope, "run": run})
+        return [self._object_info(row, namespace, pipeline, run) for row in rows]
+
+    # -- run expiry -------------------------------------------------------------------------------------
+
+    def expire_runs(self, namespace: str, pipeline: str, last_run: int, *, dry_run: bool = False) -> int:
+        """Remove the run objects of every run numbered ``last_run - run_object_expiry`` or lower.
+
+        Raises the pipeline's expiry watermark first (so puts into those runs fail from then on), then
+        deletes in bounded batches, each its own short transaction. Costs what it removes: the delete
+        walks an index range of expired runs, which earlier passes have emptied.
+        """
+        through = max(last_run - self.run_object_expiry, 0)
+        scope = self.scope_id(namespace, pipeline, create=not dry_run)
+        if scope is None:
+            return 0
+        if dry_run:
+            state = self.db.query_one(self._run_state, {"scope": scope})
+            watermark = max(through, int(state[1]) if state else 0)
+            row = self.db.query_one(self._count_expired, {"scope": scope, "through": watermark})
+            return int(row[0]) if row else 0
+        mark = {"scope": scope, "last_run": last_run, "through": through}
+        watermark = self.db.write(lambda conn: int(conn.execute(self._raise_watermark, mark).fetchone()[0]))
+        if watermark < 1:
+            return 0
+        batch = {"scope": scope, "through": watermark, "n": self.delete_batch}
+        removed = 0
+        while True:
+            deleted = self.db.write(lambda conn: int(conn.execute(self._delete_expired, batch).rowcount))
+            removed += deleted
+            if deleted < self.delete_batch:
+                return removed
+
+    def _check_run_open(self, conn: Connection, scope: int, namespace: str, pipeline: str, run: int) -> None:
+        last_run, expired_through = conn.execute(self._run_state, {"scope": scope}).fetchone()
+        if run <= max(expired_through, last_run - self.run_object_expiry):
+            raise RunExpired(
+                f"run {run} of pipeline {namespace}/{pipeline} has expired (object_store.run_object_expiry "
+                f"= {self.run_object_expiry}, latest run {last_run}); store into a newer run, or raise "
+                "the expiry"
+            )
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _object_info(row: tuple[Any, ...], namespace: str, pipeline: str, run: int) -> ObjectInfo:
+        key, size, sha256, content_type, created_at = row
+        return ObjectInfo(
+            key, size, sha256, from_micros(created_at), content_type, namespace, pipeline, run or None
+        )
+
+    @staticmethod
+    def _what(namespace: str, pipeline: str, run: int, key: str) -> str:
+        return f"object {key!r} in {describe_scope(namespace, pipeline, run)}"
+
+    @staticmethod
+    def _not_found(namespace: str, pipeline: str, run: int, key: str) -> ObjectNotFound:
+        return ObjectNotFound(
+            f"no object {key!r} in {describe_scope(namespace, pipeline, run)}; list what is there with "
+            "`objects ls`"
+        )
+
+    @staticmethod
+    def _already_exists(namespace: str, pipeline: str, run: int, key: str) -> AlreadyExists:
+        return AlreadyExists(
+            f"object {key!r} already exists in {describe_scope(namespace, pipeline, run)}; "
+            "pass overwrite=True (--overwrite) to replace it"
+        )

@@ -1,0 +1,61 @@
+"""Shared fixtures: stores in temporary folders, isolated from the caller's OBJSTORE_* environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from objstore.config import Settings
+from objstore.engine import ObjStore
+
+StoreFactory = Callable[..., ObjStore]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's or CI's own OBJSTORE_* settings must not leak into the tests.
+    for name in list(os.environ):
+        if name.startswith("OBJSTORE_") and not name.startswith("OBJSTORE_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_store(data_dir: Path) -> Iterator[StoreFactory]:
+    """Open stores on one data folder; settings overrides as keyword sections, plus ``clock=``."""
+    opened: list[ObjStore] = []
+
+    def make(clock: Any = None, **overrides: Any) -> ObjStore:
+        store = ObjStore(Settings.for_directory(data_dir, **overrides), clock=clock)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> ObjStore:
+    return make_store()
+
+
+def blob_files(data_dir: Path) -> list[Path]:
+    """Every content file in the default blob store (staging leftovers excluded)."""
+    root = data_dir / "blobs"
+    if not root.exists():
+        return []
+    return sorted(p for p in root.glob("*/*") if p.is_file() and p.parent.name != ".staging")
+
+
+def staging_files(data_dir: Path) -> list[Path]:
+    staging = data_dir / "blobs" / ".staging"
+    return sorted(staging.iterdir()) if staging.exists() else []
