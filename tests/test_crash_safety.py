@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import random
@@ -45,10 +46,8 @@ def _writer(data_dir: str, seed: int) -> None:
                 nonce += 1
                 pipe.objects.put(key, make_value(key, nonce, rng.choice(SIZES)), overwrite=True)
             elif action < 0.85:
-                try:
+                with contextlib.suppress(ObjectNotFound):
                     pipe.objects.delete(key)
-                except ObjectNotFound:
-                    pass
             elif action < 0.95:
                 run = pipe.start_run()
                 nonce += 1

@@ -75,7 +75,7 @@ def test_disk_full_while_writing_content(
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", write)
-    with pytest.raises(StorageError, match="(?i)disk is full") as raised:
+    with pytest.raises(StorageError, match=r"(?i)disk is full") as raised:
         store.pipeline("default", "p").objects.put("k", LARGE)
     monkeypatch.undo()
     assert isinstance(raised.value, ObjStoreError)
