@@ -70,6 +70,7 @@ __all__ = [
 ENV_PREFIX = "OBJSTORE_"
 CONFIG_ENV_VAR = "OBJSTORE_CONFIG"
 NEW_KEY_ENV_VAR = "OBJSTORE_NEW_ENCRYPTION_KEY"
+DEBUG_ENV_VAR = "OBJSTORE_DEBUG"  # the command line's traceback switch, not a setting
 _TEST_ENV_PREFIX = "OBJSTORE_TEST_"
 DEFAULT_ENCRYPTION_KEY = "changemechangemechangemechangeme"
 PLACEHOLDER_KEY = "<run: objstore init-config>"
@@ -655,7 +656,7 @@ def _read_env(
     found: list[tuple[tuple[str, ...], str, Any]] = []
     for name, text in environ.items():
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in (CONFIG_ENV_VAR, NEW_KEY_ENV_VAR):
+        if not upper.startswith(ENV_PREFIX) or upper in (CONFIG_ENV_VAR, NEW_KEY_ENV_VAR, DEBUG_ENV_VAR):
             continue
         if upper.startswith(_TEST_ENV_PREFIX):
             continue

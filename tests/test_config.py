@@ -640,3 +640,12 @@ def test_direct_construction_reads_environment(monkeypatch: pytest.MonkeyPatch, 
     settings = Settings()
     assert settings.object_store.pipeline_object_limit == 7
     assert settings.object_store.sqlite.path == tmp_path / "objstore-data" / "objects.db"
+
+
+def test_command_line_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OBJSTORE_DEBUG", "OBJSTORE_NEW_ENCRYPTION_KEY", "OBJSTORE_TEST_POSTGRES_URL"):
+        monkeypatch.setenv(name, "1")
+    assert Settings.load(None).object_store.pipeline_object_limit == 50
+    monkeypatch.setenv("OBJSTORE_DEBUGG", "1")
+    with pytest.raises(ConfigError, match="OBJSTORE_DEBUGG"):
+        Settings.load(None)
