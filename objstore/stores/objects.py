@@ -26,6 +26,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}(;[ -~]{0,200})?")
 _SCOPE = "scope_id = :scope AND run = :run"
 _COLUMNS = '"key", size, sha256, content_type, created_at'
+_ALL_ROWS = 1 << 62
 
 mimetypes.init()
 _TYPES_BY_SUFFIX = dict(mimetypes.types_map)
@@ -80,10 +81,11 @@ class ObjectStore:
         self._get = sql(f'SELECT size, sha256, data FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._info = sql(f'SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._list = sql(f"SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} ORDER BY id")
-        self._count = sql("SELECT count(*) FROM objects WHERE scope_id = :scope AND run = 0")
+        # One statement counts and evicts: everything but the newest ``limit`` objects of the pipeline.
+        # (LIMIT with a huge bound because SQLite needs a LIMIT before OFFSET, and PostgreSQL no -1.)
         self._evict = sql(
             "DELETE FROM objects WHERE id IN (SELECT id FROM objects WHERE scope_id = :scope AND run = 0 "
-            'ORDER BY id LIMIT :n) RETURNING "key"'
+            'ORDER BY id DESC LIMIT :all OFFSET :limit) RETURNING "key"'
         )
         self._run_state = sql("SELECT last_run, expired_through FROM object_pipelines WHERE id = :scope")
         # CASE rather than max()/GREATEST(): the same text runs on SQLite and PostgreSQL.
@@ -180,11 +182,8 @@ class ObjectStore:
     def _evict_oldest(self, conn: Connection, scope: int) -> list[str]:
         # Inside the put's transaction: the count is exact under any concurrency, and the oldest
         # objects (smallest ids) go first.
-        (count,) = conn.execute(self._count, {"scope": scope}).fetchone()
-        excess = count - self.pipeline_object_limit
-        if excess <= 0:
-            return []
-        return [key for (key,) in conn.execute(self._evict, {"scope": scope, "n": excess}).fetchall()]
+        limits = {"scope": scope, "limit": self.pipeline_object_limit, "all": _ALL_ROWS}
+        return [key for (key,) in conn.execute(self._evict, limits).fetchall()]
 
     def delete(self, namespace: str, pipeline: str, run: int, key: str) -> None:
         """Remove the object; its blob content, if any, is left to garbage collection."""
