@@ -3,17 +3,14 @@
 The file may be the host application's own (Gofer-style) configuration: sections and keys that belong to
 the host are left alone, while a misspelt key in a section objstore owns is an error that names the closest
 valid key. :meth:`Settings.load` reads the sources itself (rather than through pydantic-settings' sources)
-because every error message has to name the file or environment variable a bad value came from.
+because every error message has to name the file or environment variable a bad value came from. The
+reading is in :mod:`objstore.config_sources`, the wording of errors in :mod:`objstore.config_errors`.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
-import re
-import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
@@ -33,9 +30,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from objstore.config_errors import LocatedError, join_problems, validation_problems
+from objstore.config_sources import SettingsShape, deep_merge, plain_overrides, read_sources
 from objstore.durations import format_duration, to_timedelta
 from objstore.errors import ConfigError, VaultError
 
@@ -115,14 +113,6 @@ HOST_KEYS: Mapping[str, frozenset[str]] = {
 
 # The folder relative paths resolve against while Settings.load() builds settings.
 _LOADING_FROM: ContextVar[Path | None] = ContextVar("objstore_config_base", default=None)
-
-
-class _LocatedError(ValueError):
-    """A validator's error about a key below the model that raised it (pydantic would report the model)."""
-
-    def __init__(self, loc: tuple[str, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
 
 
 def _duration(value: object) -> timedelta:
@@ -248,7 +238,7 @@ class ObjectStoreSettings(_Section):
     @model_validator(mode="after")
     def _engine_configured(self) -> Self:
         if self.engine == "postgres" and not self.postgres.url:
-            raise _LocatedError(
+            raise LocatedError(
                 ("engine",),
                 'is "postgres" but object_store.postgres.url is not set; set it or use engine "sqlite"',
             )
@@ -289,7 +279,7 @@ class SecretStoreSettings(_Section):
     @model_validator(mode="after")
     def _engine_configured(self) -> Self:
         if self.engine == "postgres" and not self.postgres.url:
-            raise _LocatedError(
+            raise LocatedError(
                 ("engine",),
                 'is "postgres" but secret_store.postgres.url is not set; set it or use engine "sqlite"',
             )
@@ -310,7 +300,7 @@ class ServerSettings(_Section):
     @model_validator(mode="after")
     def _engine_configured(self) -> Self:
         if self.storage_engine == "postgres" and not self.postgres.url:
-            raise _LocatedError(
+            raise LocatedError(
                 ("storage_engine",),
                 'is "postgres" but server.postgres.url is not set; set it or use storage_engine "sqlite"',
             )
@@ -473,7 +463,7 @@ class Settings(BaseSettings):
         if path is None and os.environ.get(CONFIG_ENV_VAR):
             path, origin = os.environ[CONFIG_ENV_VAR], f"environment variable {CONFIG_ENV_VAR}"
         file = None if path is None else Path(os.path.abspath(Path(path).expanduser()))
-        return cls._build(file, origin, _plain(overrides), None)
+        return cls._build(file, origin, plain_overrides(overrides), None)
 
     @classmethod
     def for_directory(cls, path: str | os.PathLike[str], **overrides: Any) -> Self:
@@ -489,35 +479,26 @@ class Settings(BaseSettings):
             "secret_store": {"sqlite": {"path": root / "secrets.db"}},
             "server": {"storage_path": root / "objstore.db"},
         }
-        return cls._build(None, "", _deep_merge(layout, _plain(overrides)), root)
+        return cls._build(None, "", deep_merge(layout, plain_overrides(overrides)), root)
 
     @classmethod
     def _build(cls, file: Path | None, origin: str, overrides: dict[str, Any], base: Path | None) -> Self:
-        problems: list[str] = []
-        file_data: dict[str, Any] = {}
-        if file is not None:
-            file_data = _owned(_read_toml(file, origin), f"in {file}", problems, host_tolerant=True)
-        env_data, env_vars = _read_env(os.environ, problems)
-        overrides = _owned(overrides, "in the arguments to Settings.load", problems, host_tolerant=False)
-        if problems:
-            raise ConfigError(_join(problems))
-        merged = _deep_merge(_deep_merge(file_data, env_data), overrides)
+        sources = read_sources(file, origin, overrides, os.environ, _SHAPE)
         base_dir = base or (file.parent if file is not None else Path.cwd())
         # A context variable, not pydantic's validation context: BaseSettings validates through __init__,
         # which takes no context.
         loading = _LOADING_FROM.set(base_dir)
         try:
-            settings = cls(**merged)
+            settings = cls(**sources.merged())
         except ValidationError as exc:
-            sources = ((overrides, "argument"), (env_data, "env"), (file_data, f"in {file}"))
-            problems = [_describe(error, sources, env_vars) for error in exc.errors(include_url=False)]
+            problems = validation_problems(exc, sources.labelled(), sources.env_vars, _STORE_TYPES)
         else:
             settings._config_file = file
             return settings
         finally:
             _LOADING_FROM.reset(loading)
         # Raised outside the except block, so no ValidationError (holding the inputs) is chained to it.
-        raise ConfigError(_join(problems))
+        raise ConfigError(join_problems(problems))
 
 
 def _resolve_paths(model: BaseModel, base: Path) -> None:
@@ -534,235 +515,15 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
                     _resolve_paths(item, base)
 
 
-def _section_model(settings_model: type[BaseModel], name: str) -> type[BaseModel] | None:
-    annotation = settings_model.model_fields[name].annotation
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
-def _schema(model: type[BaseModel], path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], bool]]:
-    """Every setting's path, and whether its value is structured (a section, or the blob store list)."""
-    for name in model.model_fields:
-        sub = _section_model(model, name)
-        yield (*path, name), sub is not None or (model is BlobSettings and name == "stores")
-        if sub is not None:
-            yield from _schema(sub, (*path, name))
-
-
-_ENV_SETTINGS: Mapping[str, tuple[tuple[str, ...], bool]] = {
-    env_var_name(path): (path, structured) for path, structured in _schema(Settings)
-}
-
-
-def _read_toml(file: Path, origin: str) -> dict[str, Any]:
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            f"config file {file} (named by {origin}) does not exist; create it with "
-            f"`objstore init-config -o {file}`, or fix the path"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read config file {file} (named by {origin}): {exc.strerror}; check the path and its "
-            "permissions"
-        ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file {file} is not UTF-8 text (byte {exc.start} is not valid UTF-8); save it as UTF-8"
-        ) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-    found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
-    if found:
-        where, reason = f"line {found[1]}, column {found[2]}", message[: found.start()]
-    else:  # "(at end of document)": point at the last character
-        lines = text.split("\n")
-        where = f"line {len(lines)}, column {len(lines[-1]) + 1} (end of file)"
-        reason = message.removesuffix(" (at end of document)")
-    raise ConfigError(f"config file {file} is not valid TOML: {where}: {reason}; fix the syntax there")
-
-
-def _closest(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
-    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=cutoff)
-    return found[0] if found else None
-
-
-def _unknown(where: str, kind: str, name: str, candidates: Iterable[str], valid: Iterable[str]) -> str:
-    close = _closest(name, candidates)
-    advice = f"did you mean {close!r}?" if close else f"valid ones are: {', '.join(valid)}."
-    return f"{where}: unknown {kind} {name!r}; {advice} Correct or remove it."
-
-
-def _owned(
-    data: Mapping[str, Any], where: str, problems: list[str], *, host_tolerant: bool
-) -> dict[str, Any]:
-    """The part of ``data`` that objstore owns; misspelt keys are appended to ``problems``."""
-    owned: dict[str, Any] = {}
-    sections = list(Settings.model_fields)
-    for name, value in data.items():
-        if name in Settings.model_fields:
-            owned[name] = _owned_table(Settings, name, value, section=name, where=where, problems=problems)
-        elif not host_tolerant or (name not in HOST_SECTIONS and _closest(name, sections, 0.8)):
-            problems.append(_unknown(where, "section", name, sections, sections))
-        # Anything else belongs to the host application.
-    return owned
-
-
-def _owned_table(
-    parent: type[BaseModel], name: str, value: Any, *, section: str, where: str, problems: list[str]
-) -> Any:
-    model = _section_model(parent, name)
-    if parent is BlobSettings and name == "stores" and isinstance(value, list):
-        return [_owned_store(item, f"{section}[{i}]", where, problems) for i, item in enumerate(value)]
-    if model is None or not isinstance(value, Mapping):
-        return value  # pydantic reports a wrong type
-    return _check_keys(model, value, section, where, problems)
-
-
-def _check_keys(
-    model: type[BaseModel], table: Mapping[str, Any], section: str, where: str, problems: list[str]
-) -> dict[str, Any]:
-    owned: dict[str, Any] = {}
-    host = HOST_KEYS.get(section, frozenset())
-    for key, value in table.items():
-        if key in model.model_fields:
-            owned[key] = _owned_table(
-                model, key, value, section=f"{section}.{key}", where=where, problems=problems
-            )
-        elif key not in host:
-            candidates = [*model.model_fields, *host]
-            problems.append(
-                _unknown(f"{where}, section {section}", "key", key, candidates, model.model_fields)
-            )
-    return owned
-
-
-def _owned_store(item: Any, section: str, where: str, problems: list[str]) -> Any:
-    kind = item.get("type") if isinstance(item, Mapping) else None
-    model = _STORE_TYPES.get(kind) if isinstance(kind, str) else None
-    return item if model is None else _check_keys(model, item, section, where, problems)
-
-
-def _read_env(
-    environ: Mapping[str, str], problems: list[str]
-) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
-    """``OBJSTORE_*`` variables as nested data, and which variable set which setting path."""
-    data: dict[str, Any] = {}
-    names: dict[tuple[str, ...], str] = {}
-    found: list[tuple[tuple[str, ...], str, Any]] = []
-    for name, text in environ.items():
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in (CONFIG_ENV_VAR, NEW_KEY_ENV_VAR, DEBUG_ENV_VAR):
-            continue
-        if upper.startswith(_TEST_ENV_PREFIX):
-            continue
-        if upper not in _ENV_SETTINGS:
-            close = _closest(upper, _ENV_SETTINGS)
-            advice = (
-                f"did you mean {close}?" if close else "sample-config.toml names every setting's variable."
-            )
-            problems.append(
-                f"environment variable {name} names no objstore setting; {advice} Rename or unset it."
-            )
-            continue
-        path, structured = _ENV_SETTINGS[upper]
-        value: Any = text
-        if structured:
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problems.append(
-                    f"environment variable {name} is not valid JSON ({exc.msg}); give a JSON "
-                    f"{'list' if path[-1] == 'stores' else 'object'}"
-                )
-                continue
-            where = f"in environment variable {name}"
-            parent: type[BaseModel] = Settings
-            for part in path[:-1]:
-                parent = _section_model(parent, part) or parent
-            value = _owned_table(
-                parent, path[-1], value, section=".".join(path), where=where, problems=problems
-            )
-        found.append((path, name, value))
-    # A whole section given as JSON first, so that variables of single keys override it.
-    for path, name, value in sorted(found, key=lambda entry: len(entry[0])):
-        nested: Any = value
-        for part in reversed(path):
-            nested = {part: nested}
-        data = _deep_merge(data, nested)
-        names[path] = name
-    return data, names
-
-
-def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Overrides as nested dicts; a section given as a model counts with the fields set on it."""
-    plain: dict[str, Any] = {}
-    for key, given in values.items():
-        value = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else given
-        plain[key] = _plain(value) if isinstance(value, Mapping) else value
-    return plain
-
-
-def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        below = merged.get(key)
-        if isinstance(below, Mapping) and isinstance(value, Mapping):
-            merged[key] = _deep_merge(below, value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _depth(data: Any, loc: tuple[str | int, ...]) -> int:
-    """How many leading parts of ``loc`` exist in ``data``."""
-    for depth, part in enumerate(loc):
-        in_table = isinstance(data, Mapping) and isinstance(part, str) and part in data
-        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
-        if not (in_table or in_list):
-            return depth
-        data = data[part]
-    return len(loc)
-
-
-def _describe(
-    error: ErrorDetails,
-    sources: tuple[tuple[dict[str, Any], str], ...],
-    env_vars: Mapping[tuple[str, ...], str],
-) -> str:
-    loc: tuple[str | int, ...] = tuple(error["loc"])
-    message: str = error["msg"]
-    cause = (error.get("ctx") or {}).get("error")
-    if isinstance(cause, _LocatedError):
-        loc, message = (*loc, *cause.loc), str(cause)
-    elif error["type"] == "value_error":
-        message = message.removeprefix("Value error, ")
-    elif error["type"] == "missing":
-        message = "is required but not set; add it"
-    else:
-        message = f"{message}; correct the value"
-    # Drop the union tag pydantic puts after a list index: blobs.stores[0].s3.bucket -> blobs.stores[0].bucket
-    loc = tuple(p for i, p in enumerate(loc) if not (i and isinstance(loc[i - 1], int) and p in _STORE_TYPES))
-    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "settings"
-    # The source that set the deepest part of the location; ties go to the higher precedence.
-    best, origin = 0, "default value"
-    for data, label in sources:
-        depth = _depth(data, loc)
-        if depth > best:
-            best, origin = depth, label
-    if origin == "argument":
-        origin = "argument to Settings.load"
-    elif origin == "env":
-        named = [name for path, name in env_vars.items() if tuple(loc[: len(path)]) == path]
-        origin = f"environment variable {named[-1]}" if named else "environment"
-    return f"{key} ({origin}): {message}"
-
-
-def _join(problems: list[str]) -> str:
-    if len(problems) == 1:
-        return problems[0]
-    return f"{len(problems)} configuration problems:\n" + "\n".join(f"  {p}" for p in problems)
+# What reading the sources needs to know about the models above (config_sources cannot import this module).
+_SHAPE = SettingsShape(
+    model=Settings,
+    store_list=(BlobSettings, "stores"),
+    store_types=_STORE_TYPES,
+    host_sections=HOST_SECTIONS,
+    host_keys=HOST_KEYS,
+    env_var_name=env_var_name,
+    env_prefix=ENV_PREFIX,
+    env_not_settings=frozenset({CONFIG_ENV_VAR, NEW_KEY_ENV_VAR, DEBUG_ENV_VAR}),
+    env_not_settings_prefix=_TEST_ENV_PREFIX,
+)
