@@ -81,9 +81,17 @@ class ObjectStore:
         self._get = sql(f'SELECT size, sha256, data FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._info = sql(f'SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._list = sql(f"SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} ORDER BY id")
-        # One statement counts and evicts: everything but the newest ``limit`` objects of the pipeline.
-        # (LIMIT with a huge bound because SQLite needs a LIMIT before OFFSET, and PostgreSQL no -1.)
-        self._evict = sql(
+        # The common case in one statement: remove the oldest object if the pipeline is over its limit,
+        # and report how many remain (a subquery in RETURNING: SQLite and PostgreSQL both allow it).
+        in_pipeline = "FROM objects WHERE scope_id = :scope AND run = 0"
+        self._evict_oldest_one = sql(
+            f"DELETE FROM objects WHERE id = (SELECT min(id) {in_pipeline}) "
+            f"AND (SELECT count(*) {in_pipeline}) > :limit "
+            f'RETURNING "key", (SELECT count(*) {in_pipeline})'
+        )
+        # After a lowered limit: everything but the newest ``limit`` objects. (LIMIT with a huge bound
+        # because SQLite needs a LIMIT before OFFSET, and PostgreSQL takes no -1.)
+        self._evict_excess = sql(
             "DELETE FROM objects WHERE id IN (SELECT id FROM objects WHERE scope_id = :scope AND run = 0 "
             'ORDER BY id DESC LIMIT :all OFFSET :limit) RETURNING "key"'
         )
@@ -183,7 +191,13 @@ class ObjectStore:
         # Inside the put's transaction: the count is exact under any concurrency, and the oldest
         # objects (smallest ids) go first.
         limits = {"scope": scope, "limit": self.pipeline_object_limit, "all": _ALL_ROWS}
-        return [key for (key,) in conn.execute(self._evict, limits).fetchall()]
+        evicted = conn.execute(self._evict_oldest_one, limits).fetchall()
+        if not evicted:
+            return []
+        ((key, remaining),) = evicted
+        if remaining <= self.pipeline_object_limit:
+            return [key]
+        return [key, *(key for (key,) in conn.execute(self._evict_excess, limits).fetchall())]
 
     def delete(self, namespace: str, pipeline: str, run: int, key: str) -> None:
         """Remove the object; its blob content, if any, is left to garbage collection."""
