@@ -1,0 +1,295 @@
+"""Small values (100 bytes): objstore put/get against raw sqlite3 and diskcache, side by side.
+
+put: ``pipe.objects.put`` with distinct keys and the default pipeline object limit (50), so every put
+past the 50th also counts the pipeline's objects and evicts the oldest in the same transaction.
+Baselines: raw sqlite3 (WAL, synchronous=NORMAL, one autocommit transaction per INSERT into
+``kv(key TEXT PRIMARY KEY, value BLOB)``) and ``diskcache.Cache.set``.
+
+get: ``pipe.objects.get`` of random existing keys (the limit is raised to the key count so that all of
+them exist) against ``diskcache.Cache.get`` and a raw sqlite3 point SELECT.
+
+Writes bench/results/small.json.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import os
+import pstats
+import random
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import (
+    RoundFn,
+    Target,
+    environment,
+    interleave,
+    open_store,
+    paired_ratio,
+    parser,
+    print_targets,
+    print_throughput,
+    rounds_for,
+    stopwatch,
+    summarize,
+    write_json,
+)
+
+VALUE_SIZE = 100
+DEFAULT_LIMIT = 50  # objstore's default pipeline_object_limit: the put benchmark relies on it
+
+
+def _raw_connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)  # autocommit: each INSERT is its own transaction
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB)")
+    return conn
+
+
+# -- put -----------------------------------------------------------------------------------------------
+
+
+def objstore_put(keys: list[str], value: bytes) -> RoundFn:
+    def run(folder: Path) -> float:
+        store = open_store(folder)
+        try:
+            limit = store.settings.object_store.pipeline_object_limit
+            assert limit == DEFAULT_LIMIT, f"default pipeline_object_limit changed to {limit}"
+            objects = store.pipeline("bench", "small").objects
+            objects.put("warm-up", value)  # creates the pipeline's scope row: steady state from here
+            put = objects.put
+            lap = stopwatch()
+            for key in keys:
+                put(key, value)
+            seconds = lap()
+            assert len(objects.list()) == limit  # eviction really happened
+        finally:
+            store.close()
+        return seconds
+
+    return run
+
+
+def raw_put(keys: list[str], value: bytes) -> RoundFn:
+    def run(folder: Path) -> float:
+        conn = _raw_connect(folder / "raw.db")
+        try:
+            execute = conn.execute
+            sql = "INSERT INTO kv (key, value) VALUES (?, ?)"
+            lap = stopwatch()
+            for key in keys:
+                execute(sql, (key, value))
+            return lap()
+        finally:
+            conn.close()
+
+    return run
+
+
+def diskcache_put(keys: list[str], value: bytes) -> RoundFn:
+    def run(folder: Path) -> float:
+        import diskcache
+
+        cache = diskcache.Cache(str(folder / "diskcache"))
+        try:
+            cache.set("warm-up", value)
+            set_ = cache.set
+            lap = stopwatch()
+            for key in keys:
+                set_(key, value)
+            return lap()
+        finally:
+            cache.close()
+
+    return run
+
+
+# -- get -----------------------------------------------------------------------------------------------
+
+
+def objstore_get(keys: list[str], lookups: list[str], value: bytes) -> RoundFn:
+    def run(folder: Path) -> float:
+        store = open_store(folder, object_store={"pipeline_object_limit": len(keys)})
+        try:
+            objects = store.pipeline("bench", "small").objects
+            for key in keys:
+                objects.put(key, value)
+            get = objects.get
+            assert get(lookups[0]) == value
+            lap = stopwatch()
+            for key in lookups:
+                get(key)
+            return lap()
+        finally:
+            store.close()
+
+    return run
+
+
+def raw_get(keys: list[str], lookups: list[str], value: bytes) -> RoundFn:
+    def run(folder: Path) -> float:
+        conn = _raw_connect(folder / "raw.db")
+        try:
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO kv (key, value) VALUES (?, ?)", [(k, value) for k in keys])
+            conn.execute("COMMIT")
+            execute = conn.execute
+            sql = "SELECT value FROM kv WHERE key = ?"
+            assert execute(sql, (lookups[0],)).fetchone()[0] == value
+            lap = stopwatch()
+            for key in lookups:
+                execute(sql, (key,)).fetchone()
+            return lap()
+        finally:
+            conn.close()
+
+    return run
+
+
+def diskcache_get(keys: list[str], lookups: list[str], value: bytes) -> RoundFn:
+    def run(folder: Path) -> float:
+        import diskcache
+
+        cache = diskcache.Cache(str(folder / "diskcache"))
+        try:
+            for key in keys:
+                cache.set(key, value)
+            get = cache.get
+            assert get(lookups[0]) == value
+            lap = stopwatch()
+            for key in lookups:
+                get(key)
+            return lap()
+        finally:
+            cache.close()
+
+    return run
+
+
+# -- profile (not timed against anything: where objstore's time goes) -----------------------------------
+
+
+def profile_objstore(base: Path | None, puts: int, gets: int, top: int = 25) -> dict[str, str]:
+    """cProfile of the objstore put and get loops, sorted by own time (tottime)."""
+    from common import fresh_dir
+
+    value = os.urandom(VALUE_SIZE)
+    reports: dict[str, str] = {}
+    with fresh_dir(base) as folder:
+        store = open_store(folder)
+        objects = store.pipeline("bench", "profile").objects
+        objects.put("warm-up", value)
+        keys = [f"k{i:07d}" for i in range(puts)]
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [objects.put(k, value) for k in keys])
+        reports["put"] = _stats_text(profiler, top)
+        live = [info.key for info in objects.list()]
+        rng = random.Random(2)
+        lookups = [rng.choice(live) for _ in range(gets)]
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [objects.get(k) for k in lookups])
+        reports["get"] = _stats_text(profiler, top)
+        store.close()
+    return reports
+
+
+def _stats_text(profiler: cProfile.Profile, top: int) -> str:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0] if __doc__ else "")
+    p.add_argument("--profile", action="store_true", help="also print a cProfile of objstore put and get")
+    args = p.parse_args(argv)
+    rounds = rounds_for(args, quick=3, full=7)
+    # Quick mode still needs a few hundred ms per round: at 5,000 gets (60 ms) one burst from a neighbour
+    # swung the get ratio between 0.66 and 1.47 from run to run.
+    n_put = 3_000 if args.quick else 10_000
+    n_keys = 1_000 if args.quick else 10_000
+    n_get = 20_000 if args.quick else 50_000
+    value = os.urandom(VALUE_SIZE)
+    rng = random.Random(1)
+    put_keys = [f"k{i:07d}" for i in range(n_put)]
+    get_keys = [f"k{i:07d}" for i in range(n_keys)]
+    lookups = [rng.choice(get_keys) for _ in range(n_get)]
+    base = args.tmpdir
+
+    print(f"small put: {n_put} puts/round, {rounds} rounds", file=sys.stderr)
+    put_samples = interleave(
+        {
+            "objstore": objstore_put(put_keys, value),
+            "raw sqlite3": raw_put(put_keys, value),
+            "diskcache": diskcache_put(put_keys, value),
+        },
+        rounds,
+        base=base,
+        progress="small put",
+    )
+    print(f"small get: {n_get} gets/round over {n_keys} keys, {rounds} rounds", file=sys.stderr)
+    get_samples = interleave(
+        {
+            "objstore": objstore_get(get_keys, lookups, value),
+            "raw sqlite3": raw_get(get_keys, lookups, value),
+            "diskcache": diskcache_get(get_keys, lookups, value),
+        },
+        rounds,
+        base=base,
+        progress="small get",
+    )
+    put_stats = summarize(put_samples, n_put)
+    get_stats = summarize(get_samples, n_get)
+
+    def ratio(stats: dict[str, dict[str, Any]], baseline: str) -> float:
+        return float(stats[baseline]["median_s"] / stats["objstore"]["median_s"])
+
+    targets = [
+        Target("small put vs raw sqlite3", ratio(put_stats, "raw sqlite3"), ">=", 0.6),
+        Target("small put vs diskcache", ratio(put_stats, "diskcache"), ">=", 1.5),
+        Target("small get vs diskcache", ratio(get_stats, "diskcache"), ">=", 1.0),
+    ]
+    print_throughput(f"small put, {VALUE_SIZE} B, limit {DEFAULT_LIMIT}", put_stats,
+                     ["raw sqlite3", "diskcache"], "objstore")
+    print_throughput(f"small get, {VALUE_SIZE} B, {n_keys} keys", get_stats,
+                     ["raw sqlite3", "diskcache"], "objstore")
+    print_targets(targets)
+
+    payload: dict[str, Any] = {
+        "benchmark": "small",
+        "environment": environment(args),
+        "params": {"value_bytes": VALUE_SIZE, "rounds": rounds, "puts_per_round": n_put,
+                   "keys": n_keys, "gets_per_round": n_get, "pipeline_object_limit_put": DEFAULT_LIMIT},
+        "put": put_stats,
+        "get": get_stats,
+        "ratios": {
+            "put_vs_raw": ratio(put_stats, "raw sqlite3"),
+            "put_vs_diskcache": ratio(put_stats, "diskcache"),
+            "get_vs_raw": ratio(get_stats, "raw sqlite3"),
+            "get_vs_diskcache": ratio(get_stats, "diskcache"),
+        },
+        "paired_ratios": {
+            "put_vs_raw": paired_ratio(put_samples["raw sqlite3"], put_samples["objstore"]),
+            "put_vs_diskcache": paired_ratio(put_samples["diskcache"], put_samples["objstore"]),
+            "get_vs_raw": paired_ratio(get_samples["raw sqlite3"], get_samples["objstore"]),
+            "get_vs_diskcache": paired_ratio(get_samples["diskcache"], get_samples["objstore"]),
+        },
+        "targets": targets,
+    }
+    if args.profile:
+        profiles = profile_objstore(base, n_put, n_get)
+        for phase, text in profiles.items():
+            print(f"\ncProfile of objstore {phase} (tottime):\n{text}")
+        payload["profile"] = profiles
+    print(f"\nwrote {write_json('small', payload)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
