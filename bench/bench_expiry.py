@@ -80,8 +80,13 @@ def build_template(folder: Path, expiring: int, others: int) -> dict[str, int]:
 
         def fill(pipeline: str, run: int, count: int) -> None:
             if count:
-                params = {"scope": scopes[pipeline], "run": run, "prefix": f"r{run}-", "count": count,
-                          "template": template}
+                params = {
+                    "scope": scopes[pipeline],
+                    "run": run,
+                    "prefix": f"r{run}-",
+                    "count": count,
+                    "template": template,
+                }
                 conn.execute(_FILL, params)
 
         fill("target", 1, expiring)
@@ -101,8 +106,11 @@ def build_template(folder: Path, expiring: int, others: int) -> dict[str, int]:
     finally:
         conn.close()
     assert expiring_rows == expiring
-    return {"objects_total": int(total), "expiring": int(expiring_rows),
-            "other_live": int(total) - int(expiring_rows)}
+    return {
+        "objects_total": int(total),
+        "expiring": int(expiring_rows),
+        "other_live": int(total) - int(expiring_rows),
+    }
 
 
 def start_run_round(template: Path, expiring: int) -> RoundFn:
@@ -159,24 +167,51 @@ def main(argv: list[str] | None = None) -> int:
     for size in ("small", "large"):
         lay = layouts[size]
         e, i = med[f"{names[size]} expire"], med[f"{names[size]} idle"]
-        rows.append([names[size], f"{lay['objects_total']:,}", fmt_seconds(e),
-                     f"{e / expiring * 1e6:.1f}", fmt_seconds(i)])
-    rows.append(["large / small", f"{large / small:.0f}x more", f"{expire_growth:.2f}x", "",
-                 f"{idle_growth:.2f}x"])
-    print(table(["table", "rows", "start_run expiring", "µs/expired obj", "start_run nothing to expire"],
-                rows))
+        rows.append(
+            [
+                names[size],
+                f"{lay['objects_total']:,}",
+                fmt_seconds(e),
+                f"{e / expiring * 1e6:.1f}",
+                fmt_seconds(i),
+            ]
+        )
+    rows.append(
+        ["large / small", f"{large / small:.0f}x more", f"{expire_growth:.2f}x", "", f"{idle_growth:.2f}x"]
+    )
+    print(
+        table(["table", "rows", "start_run expiring", "µs/expired obj", "start_run nothing to expire"], rows)
+    )
     targets = [
-        Target("start_run expiring: time(large)/time(small)", expire_growth, "<=", 1.5, "x",
-               f"table {large // small}x larger; flat means cost tracks what is expired"),
-        Target("start_run idle: time(large)/time(small)", idle_growth, "<=", 1.5, "x",
-               "nothing to expire: must not scan the table"),
+        Target(
+            "start_run expiring: time(large)/time(small)",
+            expire_growth,
+            "<=",
+            1.5,
+            "x",
+            f"table {large // small}x larger; flat means cost tracks what is expired",
+        ),
+        Target(
+            "start_run idle: time(large)/time(small)",
+            idle_growth,
+            "<=",
+            1.5,
+            "x",
+            "nothing to expire: must not scan the table",
+        ),
     ]
     print_targets(targets)
     payload: dict[str, Any] = {
         "benchmark": "expiry",
         "environment": environment(args),
-        "params": {"rounds": rounds, "run_object_expiry": EXPIRY, "expiring": expiring,
-                   "other_live_small": small, "other_live_large": large, "other_pipelines": OTHER_PIPELINES},
+        "params": {
+            "rounds": rounds,
+            "run_object_expiry": EXPIRY,
+            "expiring": expiring,
+            "other_live_small": small,
+            "other_live_large": large,
+            "other_pipelines": OTHER_PIPELINES,
+        },
         "layouts": layouts,
         "timings": stats,
         "ratios": {"expire_large_over_small": expire_growth, "idle_large_over_small": idle_growth},

@@ -234,8 +234,18 @@ def child(mode: str, store_dir: Path, src: Path, key: str, trace: bool) -> dict[
 
 
 def run_child(mode: str, store_dir: Path, src: Path, key: str, trace: bool = False) -> dict[str, Any]:
-    cmd = [sys.executable, str(BENCH_DIR / "bench_large.py"), "--child", mode,
-           "--store", str(store_dir), "--src", str(src), "--key", key]
+    cmd = [
+        sys.executable,
+        str(BENCH_DIR / "bench_large.py"),
+        "--child",
+        mode,
+        "--store",
+        str(store_dir),
+        "--src",
+        str(src),
+        "--key",
+        key,
+    ]
     if trace:
         cmd.append("--trace")
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -299,13 +309,23 @@ def main(argv: list[str] | None = None) -> int:
     for op, ratio in (("put", put_ratio), ("get", get_ratio)):
         for who in ("objstore", "raw"):
             s = stats[f"{who} {op}"]
-            rows.append([f"{who} {op}", fmt_seconds(s["median_s"]), f"{s['median_mib_per_s']:,.0f}",
-                         f"{ratio:.2f}x vs raw" if who == "objstore" else ""])
+            rows.append(
+                [
+                    f"{who} {op}",
+                    fmt_seconds(s["median_s"]),
+                    f"{s['median_mib_per_s']:,.0f}",
+                    f"{ratio:.2f}x vs raw" if who == "objstore" else "",
+                ]
+            )
     print(table(["contender", "median", "MiB/s", "ratio (throughput)"], rows))
     print("\npeak memory growth (fresh subprocess)")
     mem_rows = [
-        [name, f"{m['growth_mib']:.1f}", f"{m['ru_maxrss_delta_kib'] / 1024:.1f}",
-         f"{m['tracemalloc_peak_bytes'] / MiB:.2f}" if "tracemalloc_peak_bytes" in m else "-"]
+        [
+            name,
+            f"{m['growth_mib']:.1f}",
+            f"{m['ru_maxrss_delta_kib'] / 1024:.1f}",
+            f"{m['tracemalloc_peak_bytes'] / MiB:.2f}" if "tracemalloc_peak_bytes" in m else "-",
+        ]
         for name, m in memory.items()
     ]
     print(table(["operation", "VmHWM growth MiB", "ru_maxrss delta MiB", "tracemalloc peak MiB"], mem_rows))

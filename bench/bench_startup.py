@@ -89,8 +89,13 @@ def clean_env() -> dict[str, str]:
 def make_store(folder: Path) -> Path:
     cfg = folder / "objstore.toml"
     cfg.write_text(CONFIG, encoding="utf-8")
-    done = subprocess.run([sys.executable, "-c", "import objstore, sys; objstore.open(sys.argv[1]).close()",
-                           str(cfg)], env=clean_env(), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", "import objstore, sys; objstore.open(sys.argv[1]).close()", str(cfg)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"creating the store failed:\n{done.stderr}")
     return cfg
@@ -148,9 +153,18 @@ def import_breakdown(cfg: Path, runs: int) -> dict[str, Any]:
     package_self: dict[str, list[int]] = defaultdict(list)
     for _ in range(runs):
         done = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c",
-             "import objstore, sys; objstore.open(sys.argv[1]).close()", str(cfg)],
-            env=clean_env(), capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-c",
+                "import objstore, sys; objstore.open(sys.argv[1]).close()",
+                str(cfg),
+            ],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         per_package: dict[str, int] = defaultdict(int)
         tree: list[tuple[int, str, int, int]] = []  # the last run's import tree: depth, module, self, cum
@@ -166,9 +180,7 @@ def import_breakdown(cfg: Path, runs: int) -> dict[str, Any]:
             tree.append((depth[module], module, own, cumulative))
         for package, total in per_package.items():
             package_self[package].append(total)
-    top_level = sorted(
-        ((m, median(v)) for m, v in cum_us.items() if depth.get(m) == 0), key=lambda x: -x[1]
-    )
+    top_level = sorted(((m, median(v)) for m, v in cum_us.items() if depth.get(m) == 0), key=lambda x: -x[1])
     by_package = sorted(((p, median(v)) for p, v in package_self.items()), key=lambda x: -x[1])
     by_self = sorted(((m, median(v)) for m, v in self_us.items()), key=lambda x: -x[1])
     return {
@@ -181,7 +193,8 @@ def import_breakdown(cfg: Path, runs: int) -> dict[str, Any]:
         # prints them), from the last run: reading it bottom-up gives the tree.
         "tree_last_run": [
             {"depth": d, "module": m, "self_us": own, "cumulative_us": cum}
-            for d, m, own, cum in tree if cum >= 10_000
+            for d, m, own, cum in tree
+            if cum >= 10_000
         ],
     }
 
@@ -201,8 +214,13 @@ def main(argv: list[str] | None = None) -> int:
             contenders["objstore --help"] = command_round(cli)
         samples = interleave(contenders, samples_n, progress="startup")
         breakdown = import_breakdown(cfg, 3 if args.quick else 5)
-        profile = subprocess.run([sys.executable, "-c", PROFILE_OPEN, str(cfg)], env=clean_env(),
-                                 capture_output=True, text=True, check=False).stdout
+        profile = subprocess.run(
+            [sys.executable, "-c", PROFILE_OPEN, str(cfg)],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
 
     med = {k: median(v) for k, v in samples.items()}
     print(f"\nstartup, {samples_n} fresh subprocesses each (medians)")
@@ -221,17 +239,32 @@ def main(argv: list[str] | None = None) -> int:
     print("\nimport time by package (self time summed)")
     print(table(["package", "ms"], ms_rows(breakdown["by_package_self_us"][:12])))
     print("\nimport tree, last -X importtime run, imports >= 10 ms cumulative (children listed first)")
-    print(table(["module", "self ms", "cumulative ms"], [
-        ["  " * e["depth"] + e["module"], f"{e['self_us'] / 1000:.1f}", f"{e['cumulative_us'] / 1000:.1f}"]
-        for e in breakdown["tree_last_run"]
-    ]))
+    print(
+        table(
+            ["module", "self ms", "cumulative ms"],
+            [
+                [
+                    "  " * e["depth"] + e["module"],
+                    f"{e['self_us'] / 1000:.1f}",
+                    f"{e['cumulative_us'] / 1000:.1f}",
+                ]
+                for e in breakdown["tree_last_run"]
+            ],
+        )
+    )
     print("\nimport time, slowest modules (self)")
     print(table(["module", "ms"], ms_rows(breakdown["by_module_self_us"][:12])))
 
     targets = [
-        Target("import objstore + open(cfg)", med["open total"] * 1000, "<", 150, " ms",
-               f"in-process; whole subprocess {med['open wall'] * 1000:.0f} ms, bare python "
-               f"{med['python -c pass'] * 1000:.0f} ms"),
+        Target(
+            "import objstore + open(cfg)",
+            med["open total"] * 1000,
+            "<",
+            150,
+            " ms",
+            f"in-process; whole subprocess {med['open wall'] * 1000:.0f} ms, bare python "
+            f"{med['python -c pass'] * 1000:.0f} ms",
+        ),
     ]
     if cli is not None:
         targets.append(Target("objstore --help (wall)", med["objstore --help"] * 1000, "<", 300, " ms"))

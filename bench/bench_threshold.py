@@ -126,29 +126,49 @@ def main(argv: list[str] | None = None) -> int:
             "paired_inline_speedup_put_plus_get": paired_ratio(blob_total, inline_total),
         }
         us = {k: v["median_us_per_op"] for k, v in stats.items()}
-        rows.append([
-            f"{size_kib} KiB", count,
-            f"{us['inline put']:.0f}", f"{us['blob put']:.0f}", f"{put_ratio:.2f}x",
-            f"{us['inline get']:.0f}", f"{us['blob get']:.0f}", f"{get_ratio:.2f}x",
-            f"{total_ratio:.2f}x",
-        ])
+        rows.append(
+            [
+                f"{size_kib} KiB",
+                count,
+                f"{us['inline put']:.0f}",
+                f"{us['blob put']:.0f}",
+                f"{put_ratio:.2f}x",
+                f"{us['inline get']:.0f}",
+                f"{us['blob get']:.0f}",
+                f"{get_ratio:.2f}x",
+                f"{total_ratio:.2f}x",
+            ]
+        )
 
     print(f"\ninline vs blob, {rounds} rounds (µs per op, medians; ratio > 1: inline faster)")
-    print(table(
-        ["size", "n", "inline put", "blob put", "put", "inline get", "blob get", "get", "put+get"], rows
-    ))
+    print(
+        table(
+            ["size", "n", "inline put", "blob put", "put", "inline get", "blob get", "get", "put+get"], rows
+        )
+    )
     rec_kib = (recommended or 0) // KiB
     cross_kib = (crossover or 0) // KiB
-    print(f"\nput+get crossover: {crossover} bytes ({cross_kib} KiB): the largest size up to which inline "
-          "put+get (one each) is at least as fast as the blob store")
-    print(f"recommended blobs.threshold: {recommended} bytes ({rec_kib} KiB): the largest size up to which "
-          f"inline is faster to put and not slower to get (get ratio >= {GET_TOLERANCE}); objects are read "
-          "more often than written, and inline values grow the database and its WAL")
+    print(
+        f"\nput+get crossover: {crossover} bytes ({cross_kib} KiB): the largest size up to which inline "
+        "put+get (one each) is at least as fast as the blob store"
+    )
+    print(
+        f"recommended blobs.threshold: {recommended} bytes ({rec_kib} KiB): the largest size up to which "
+        f"inline is faster to put and not slower to get (get ratio >= {GET_TOLERANCE}); objects are read "
+        "more often than written, and inline values grow the database and its WAL"
+    )
     from objstore.config import DEFAULT_BLOB_THRESHOLD
 
     targets = [
-        Target("current default threshold <= recommended", DEFAULT_BLOB_THRESHOLD / KiB, "<=",
-               float(rec_kib), " KiB", "is the default on the fast side?", informational=True),
+        Target(
+            "current default threshold <= recommended",
+            DEFAULT_BLOB_THRESHOLD / KiB,
+            "<=",
+            float(rec_kib),
+            " KiB",
+            "is the default on the fast side?",
+            informational=True,
+        ),
     ]
     print_targets(targets)
     payload: dict[str, Any] = {

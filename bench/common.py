@@ -269,8 +269,13 @@ def print_throughput(
             if name == subject and base != subject:
                 ratios.append(f"{stats[base]['median_s'] / s['median_s']:.2f}x vs {base}")
         rows.append(
-            [name, fmt_seconds(s["median_s"]), f"{s.get('median_ops_per_s', 0):,.0f}",
-             f"{s.get('median_us_per_op', 0):.1f}", "; ".join(ratios)]
+            [
+                name,
+                fmt_seconds(s["median_s"]),
+                f"{s.get('median_ops_per_s', 0):,.0f}",
+                f"{s.get('median_us_per_op', 0):.1f}",
+                "; ".join(ratios),
+            ]
         )
     print(table(["contender", "median/round", "ops/s", "µs/op", "ratio (throughput)"], rows))
 

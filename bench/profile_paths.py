@@ -228,8 +228,11 @@ def _schema_db(path: Path, ddl: list[str], auto_vacuum: int, scopes: set[int]) -
     for statement in ddl:
         conn.execute(statement)
     for scope in scopes:  # the parent rows the recorded statements refer to
-        conn.execute("INSERT INTO object_pipelines (id, namespace, pipeline, last_run, expired_through) "
-                     "VALUES (?, 'bench', ?, 0, 0)", (scope, f"replay-{scope}"))
+        conn.execute(
+            "INSERT INTO object_pipelines (id, namespace, pipeline, last_run, expired_through) "
+            "VALUES (?, 'bench', ?, 0, 0)",
+            (scope, f"replay-{scope}"),
+        )
     return conn
 
 
@@ -257,7 +260,7 @@ def _interleaved(variants: dict[str, Any], passes: int, base: Path | None) -> di
     results: dict[str, list[Any]] = defaultdict(list)
     names = list(variants)
     for i in range(passes):
-        for name in names[i % len(names):] + names[: i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             with fresh_dir(base) as folder:
                 results[name].append(variants[name](folder))
     return results
@@ -274,9 +277,13 @@ def replay_put_sql(base: Path | None, n: int, passes: int = 3) -> list[list[str]
         for i in range(60):  # past the limit: the recorded put evicts, like every steady-state put
             objects.put(f"w{i}", VALUE)
         conn = store.object_db.connection()
-        ddl = [sql for (sql,) in conn.execute(
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
-        )]
+        ddl = [
+            sql
+            for (sql,) in conn.execute(
+                "SELECT sql FROM sqlite_master "
+                "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+            )
+        ]
         put_statements = _record(store.object_db, lambda: objects.put("probe", VALUE))
         store.close()
     scope_ids = {p["scope"] for _, p in put_statements if isinstance(p, dict) and "scope" in p}
@@ -333,7 +340,8 @@ def replay_put_sql(base: Path | None, n: int, passes: int = 3) -> list[list[str]
         "a real put's statements as recorded (auto_vacuum=INCREMENTAL)": variant(2, [], lambda _: True),
         "  same, auto_vacuum=NONE": variant(0, [], lambda _: True),
         "  same + index (scope_id, run, id): eviction without a sort": variant(
-            2, ["CREATE INDEX bench_scope_run_id ON objects (scope_id, run, id)"], lambda _: True),
+            2, ["CREATE INDEX bench_scope_run_id ON objects (scope_id, run, id)"], lambda _: True
+        ),
         "  only BEGIN IMMEDIATE, INSERT, COMMIT (no limit enforcement)": variant(2, [], is_core),
         "  only the INSERT, autocommit (no limit enforcement)": variant(2, [], is_core, autocommit=True),
         "raw sqlite3 kv INSERT (the benchmark's baseline)": raw,
@@ -399,10 +407,12 @@ def replay_get_sql(base: Path | None, n: int, passes: int = 3) -> list[list[str]
             "a real get's SELECT as recorded (named params)": variant(path, get_sql, "named"),
             "  same, positional ? params": variant(path, positional, "positional"),
             "  same, cache_size=-32768 (diskcache uses 8192 pages)": variant(
-                path, get_sql, "named", ("PRAGMA cache_size=-32768",)),
+                path, get_sql, "named", ("PRAGMA cache_size=-32768",)
+            ),
             "  SELECT data only": variant(path, data_only, "named"),
             "raw sqlite3 kv SELECT (the benchmark's baseline)": variant(
-                raw_path, "SELECT value FROM kv WHERE key = ?", "raw"),
+                raw_path, "SELECT value FROM kv WHERE key = ?", "raw"
+            ),
         }
         results = _interleaved(variants, passes, base)
         size = path.stat().st_size
@@ -472,9 +482,17 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["variant", "µs/get"], replay_get))
     print("\nstart-up:\n" + startup["split"])
     print(startup["config_cprofile"])
-    write_json("profile", {"put": put, "get": get, "wal_pages_per_put": wal, "put_sql_replay": replay,
-                           "get_sql_replay": replay_get,
-                           "startup": startup})
+    write_json(
+        "profile",
+        {
+            "put": put,
+            "get": get,
+            "wal_pages_per_put": wal,
+            "put_sql_replay": replay,
+            "get_sql_replay": replay_get,
+            "startup": startup,
+        },
+    )
     return 0
 
 

@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n===== summary ({'quick' if args.quick else 'full'}) =====")
     print(table(["bench", "target", "measured", "wanted", "result", "note"], rows))
     if extra.get("recommended_threshold_bytes") is not None:
-        print(f"\nrecommended blobs.threshold: {extra['recommended_threshold_bytes']} bytes "
-              f"(put+get crossover {extra.get('crossover_put_plus_get_bytes')}; current default "
-              f"{extra['current_default_threshold_bytes']})")
+        print(
+            f"\nrecommended blobs.threshold: {extra['recommended_threshold_bytes']} bytes "
+            f"(put+get crossover {extra.get('crossover_put_plus_get_bytes')}; current default "
+            f"{extra['current_default_threshold_bytes']})"
+        )
     counted = [t for t in summary_targets if t["result"] in ("PASS", "FAIL", "ERROR")]
     passed = sum(1 for t in counted if t["result"] == "PASS")
     print(f"\n{passed}/{len(counted)} targets pass")

@@ -409,3 +409,18 @@ def test_many_threads_share_one_store(make_store: StoreFactory) -> None:
         thread.join()
     assert errors == []
     assert sum(len(store.pipeline("default", f"p{i}").objects.list()) for i in range(2)) == 400
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("a.tar", "application/x-tar"),
+        ("cache/deps.tar.gz", "application/gzip"),
+        ("REPORT.JSON", "application/json"),
+        ("x/.bashrc", "application/octet-stream"),
+        ("dir.d/file", "application/octet-stream"),
+        ("noext", "application/octet-stream"),
+    ],
+)
+def test_content_type_is_guessed_from_the_last_segment(store: ObjStore, key: str, expected: str) -> None:
+    assert store.pipeline("default", "p").objects.put(key, b"x").content_type == expected

@@ -7,8 +7,8 @@ that transaction, and re-checked inside it, so a committed row never points at m
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
-import os
 import re
 from typing import Any, BinaryIO
 
@@ -39,7 +39,11 @@ def describe_scope(namespace: str, pipeline: str, run: int) -> str:
 
 def _content_type_for(key: str, given: str | None) -> str:
     if given is None:
-        return _TYPES_BY_SUFFIX.get(os.path.splitext(key)[1].lower(), DEFAULT_CONTENT_TYPE)
+        # The suffix of the last path segment; cheaper than os.path.splitext on the hot path.
+        dot = key.rfind(".")
+        if dot <= key.rfind("/"):
+            return DEFAULT_CONTENT_TYPE
+        return _TYPES_BY_SUFFIX.get(key[dot:].lower(), DEFAULT_CONTENT_TYPE)
     if not isinstance(given, str) or _CONTENT_TYPE.fullmatch(given) is None:
         raise InvalidValue(f"invalid content type {given!r}: use a MIME type such as 'application/json'")
     return given
@@ -222,6 +226,8 @@ class ObjectStore:
 
     def get(self, namespace: str, pipeline: str, run: int, key: str) -> bytes:
         size, sha256, data = self._row(self._get, namespace, pipeline, run, key)
+        if data is not None and len(data) == size and hashlib.sha256(data).hexdigest() == sha256:
+            return bytes(data)  # the common case, verified without building an error context
         return self.content.read(sha256, size, data, self._what(namespace, pipeline, run, key))
 
     def open(self, namespace: str, pipeline: str, run: int, key: str) -> BinaryIO:
