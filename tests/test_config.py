@@ -179,7 +179,7 @@ def test_defaults_without_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert settings.secret_store.sqlite.encryption_key is None
     assert settings.server.storage_path == tmp_path / "objstore-data" / "objstore.db"
     assert settings.development.default_encryption is False
-    assert settings.blobs.threshold == 65536
+    assert settings.blobs.threshold == 131072
     assert settings.blobs.gc_grace_period == timedelta(hours=1)
     assert settings.blobs.stores == []
 
