@@ -89,5 +89,10 @@ def test_sigkill_at_random_moments_loses_nothing_committed(data_dir: Path) -> No
         store.check(fix=True)
         assert store.check().ok
         assert staging_files(data_dir) == []
-        referenced = {info.sha256 for objects in scopes for info in objects.list() if info.size > store.settings.blobs.threshold}
+        referenced = {
+            info.sha256
+            for objects in scopes
+            for info in objects.list()
+            if info.size > store.settings.blobs.threshold
+        }
         assert {p.name for p in blob_files(data_dir)} == referenced
