@@ -32,10 +32,13 @@ def _assert_nothing_visible(store: ObjStore, key: str) -> None:
 def test_exception_between_blob_write_and_commit(
     store: ObjStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch, value: bytes
 ) -> None:
-    def fail(self: ObjectStore, conn: object, scope: int) -> list[str]:
+    def fail(self: ObjectStore, conn: object, scope: int, count: int) -> list[str]:
         raise Boom("injected after the insert, before the commit")
 
-    monkeypatch.setattr(ObjectStore, "_evict_oldest", fail)
+    # A small new value is normally one atomic statement, with no window to break into: force the
+    # transaction (the path of a full pipeline) to test its window.
+    monkeypatch.setattr(ObjectStore, "_insert_in_one_statement", lambda *args: False)
+    monkeypatch.setattr(ObjectStore, "_enforce_limit", fail)
     with pytest.raises(Boom):
         store.pipeline("default", "p").objects.put("k", value)
     monkeypatch.undo()

@@ -424,3 +424,29 @@ def test_many_threads_share_one_store(make_store: StoreFactory) -> None:
 )
 def test_content_type_is_guessed_from_the_last_segment(store: ObjStore, key: str, expected: str) -> None:
     assert store.pipeline("default", "p").objects.put(key, b"x").content_type == expected
+
+
+def test_fast_and_transaction_paths_agree_on_limits_and_errors(make_store: StoreFactory) -> None:
+    # Small new values take a one-statement path while a pipeline has room; a full pipeline, an
+    # existing key or an expired run falls back to the transaction. The outcomes must not differ.
+    store = make_store(object_store={"pipeline_object_limit": 3, "run_object_expiry": 1})
+    objects = store.pipeline("default", "p").objects
+    for i in range(3):
+        objects.put(f"k{i}", b"v")  # room: one statement each
+    with pytest.raises(AlreadyExists):
+        objects.put("k1", b"again")  # no room and an existing key: the transaction says which
+    objects.put("k3", b"v")  # full: evicts k0
+    objects.delete("k1")
+    objects.put("k4", b"v")  # room again after a delete
+    objects.put("k5", b"v")  # full again: evicts k2
+    assert [o.key for o in objects.list()] == ["k3", "k4", "k5"]
+    pipe = store.pipeline("default", "p")
+    run1 = pipe.start_run()
+    run1.objects.put("a", b"1")
+    with pytest.raises(AlreadyExists):
+        run1.objects.put("a", b"2")
+    pipe.start_run()
+    pipe.start_run()  # run 3 with expiry 1: run 1 and 2 expired
+    with pytest.raises(RunExpired):
+        run1.objects.put("b", b"3")
+    assert run1.objects.list() == []

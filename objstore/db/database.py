@@ -51,6 +51,9 @@ class Database:
         self.path = path
         self.label = label  # e.g. "object database /srv/ci/objects.db": used in every error message
         self.dialect_name = "sqlite"
+        # Whether a subquery in RETURNING sees the row the statement itself wrote (SQLite: yes;
+        # PostgreSQL: no, it sees the statement's snapshot).
+        self.returning_sees_own_write = True
         self._retry = retry or BusyRetry()
         self._local = threading.local()
         self._connections: list[Connection] = []
@@ -161,6 +164,31 @@ class Database:
                 return self.read(lambda conn: conn.execute(sql, params).fetchall())
             raise translate_driver_error(error, self.label) from None
 
+    def write_one(self, sql: str, params: Params) -> int:
+        """Run one write statement as its own transaction; the number of rows it changed.
+
+        A single statement is atomic, and a write statement takes the write lock before it reads, so
+        a conditional INSERT ... SELECT ... WHERE needs no explicit transaction: this is the cheapest
+        durable write there is (one call, as a raw autocommit insert). Busy retries as in ``write``.
+        """
+        delays = self._retry.delays()
+        while True:
+            try:
+                return int(self._cursor().execute(sql, params).rowcount)
+            except _DRIVER_ERRORS as error:
+                if not is_busy(error):
+                    raise translate_driver_error(error, self.label) from None
+                delay = next(delays, None)
+                if delay is None:
+                    raise self._gave_up() from None
+                sleep_before_retry(delay)
+
+    def _gave_up(self) -> StorageBusy:
+        return StorageBusy(
+            f"{self.label} stayed locked by other writers; try again, or look for a process holding a "
+            "long transaction"
+        )
+
     # -- transactions ----------------------------------------------------------------------------------
 
     def write(self, work: Callable[[Connection], T]) -> T:
@@ -195,8 +223,5 @@ class Database:
                     raise translate_driver_error(error, self.label) from None
                 delay = next(delays, None)
                 if delay is None:
-                    raise StorageBusy(
-                        f"{self.label} stayed locked by other writers; try again, or look for a process "
-                        "holding a long transaction"
-                    ) from None
+                    raise self._gave_up() from None
                 sleep_before_retry(delay)

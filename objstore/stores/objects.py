@@ -26,7 +26,6 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}(;[ -~]{0,200})?")
 _SCOPE = "scope_id = :scope AND run = :run"
 _COLUMNS = '"key", size, sha256, content_type, created_at'
-_ALL_ROWS = 1 << 62
 
 mimetypes.init()
 _TYPES_BY_SUFFIX = dict(mimetypes.types_map)
@@ -75,29 +74,47 @@ class ObjectStore:
             "INSERT INTO object_pipelines (namespace, pipeline, last_run, expired_through) "
             "VALUES (:ns, :p, 0, 0) ON CONFLICT (namespace, pipeline) DO NOTHING"
         )
-        self._insert = sql(
-            'INSERT INTO objects (scope_id, run, "key", size, sha256, content_type, created_at, data) '
-            "VALUES (:scope, :run, :key, :size, :sha256, :content_type, :created_at, :data) "
-            'ON CONFLICT (scope_id, run, "key") DO NOTHING'
+        columns = 'scope_id, run, "key", size, sha256, content_type, created_at, data'
+        values = ":scope, :run, :key, :size, :sha256, :content_type, :created_at, :data"
+        on_conflict = 'ON CONFLICT (scope_id, run, "key") DO NOTHING'
+        self._insert = sql(f"INSERT INTO objects ({columns}) VALUES ({values}) {on_conflict}")
+        # A pipeline put learns the pipeline's object count from its own INSERT, so a pipeline under its
+        # limit needs no second statement. (SQLite's RETURNING subqueries see the new row; PostgreSQL's
+        # see the statement's snapshot: ``Database.returning_sees_own_write`` tells which.)
+        self._insert_counting = sql(
+            f"INSERT INTO objects ({columns}) VALUES ({values}) {on_conflict} "
+            "RETURNING (SELECT count(*) FROM objects WHERE scope_id = :scope AND run = 0)"
         )
+        self._count_correction = 0 if database.returning_sees_own_write else 1
+        # The fast path: one statement that inserts only if it may without further work (the pipeline
+        # has room, or the run is not expired; the key is new). Otherwise it changes nothing and the put
+        # takes the full transaction, which evicts or raises the right error.
+        expiry_floor = (
+            "(SELECT CASE WHEN expired_through > last_run - :expiry THEN expired_through "
+            "ELSE last_run - :expiry END FROM object_pipelines WHERE id = :scope)"
+        )
+        self._insert_if_room = sql(
+            f"INSERT INTO objects ({columns}) SELECT {values} "
+            "WHERE (SELECT count(*) FROM objects WHERE scope_id = :scope AND run = 0) < :limit "
+            f"{on_conflict}"
+        )
+        self._insert_if_open = sql(
+            f"INSERT INTO objects ({columns}) SELECT {values} WHERE :run > {expiry_floor} {on_conflict}"
+        )
+        self._full_pipelines: set[int] = set()  # a hint only: pipelines whose last put had to evict
         self._delete_one = sql(f'DELETE FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._exists = sql(f'SELECT 1 FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._get = sql(f'SELECT size, sha256, data FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._info = sql(f'SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._list = sql(f"SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} ORDER BY id")
-        # The common case in one statement: remove the oldest object if the pipeline is over its limit,
-        # and report how many remain (a subquery in RETURNING: SQLite and PostgreSQL both allow it).
-        in_pipeline = "FROM objects WHERE scope_id = :scope AND run = 0"
-        self._evict_oldest_one = sql(
-            f"DELETE FROM objects WHERE id = (SELECT min(id) {in_pipeline}) "
-            f"AND (SELECT count(*) {in_pipeline}) > :limit "
-            f'RETURNING "key", (SELECT count(*) {in_pipeline})'
+        # The usual excess is one: min(id) walks the pipeline's index entries without sorting them.
+        self._delete_oldest_one = sql(
+            "DELETE FROM objects WHERE id = "
+            '(SELECT min(id) FROM objects WHERE scope_id = :scope AND run = 0) RETURNING "key"'
         )
-        # After a lowered limit: everything but the newest ``limit`` objects. (LIMIT with a huge bound
-        # because SQLite needs a LIMIT before OFFSET, and PostgreSQL takes no -1.)
-        self._evict_excess = sql(
+        self._delete_oldest = sql(
             "DELETE FROM objects WHERE id IN (SELECT id FROM objects WHERE scope_id = :scope AND run = 0 "
-            'ORDER BY id DESC LIMIT :all OFFSET :limit) RETURNING "key"'
+            'ORDER BY id LIMIT :excess) RETURNING "key"'
         )
         self._run_state = sql("SELECT last_run, expired_through FROM object_pipelines WHERE id = :scope")
         # CASE rather than max()/GREATEST(): the same text runs on SQLite and PostgreSQL.
@@ -173,6 +190,14 @@ class ObjectStore:
                 "created_at": to_micros(created_at),
                 "data": content.inline,
             }
+            if (
+                content.inline is not None
+                and not overwrite
+                and self._insert_in_one_statement(row, scope, run)
+            ):
+                return ObjectInfo(
+                    key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
+                )
 
             def work(conn: Connection) -> list[str]:
                 if run != PIPELINE_SCOPE:
@@ -180,9 +205,14 @@ class ObjectStore:
                 if overwrite:
                     conn.execute(self._delete_one, where)
                 self.content.ensure_published(content)
-                if conn.execute(self._insert, row).rowcount == 0:
+                if run != PIPELINE_SCOPE:
+                    if conn.execute(self._insert, row).rowcount == 0:
+                        raise self._already_exists(namespace, pipeline, run, key)
+                    return []
+                inserted = conn.execute(self._insert_counting, row).fetchone()
+                if inserted is None:
                     raise self._already_exists(namespace, pipeline, run, key)
-                return self._evict_oldest(conn, scope) if run == PIPELINE_SCOPE else []
+                return self._enforce_limit(conn, scope, inserted[0] + self._count_correction)
 
             self.db.write(work)
         finally:
@@ -191,17 +221,29 @@ class ObjectStore:
             key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
         )
 
-    def _evict_oldest(self, conn: Connection, scope: int) -> list[str]:
-        # Inside the put's transaction: the count is exact under any concurrency, and the oldest
-        # objects (smallest ids) go first.
-        limits = {"scope": scope, "limit": self.pipeline_object_limit, "all": _ALL_ROWS}
-        evicted = conn.execute(self._evict_oldest_one, limits).fetchall()
-        if not evicted:
+    def _insert_in_one_statement(self, row: dict[str, object], scope: int, run: int) -> bool:
+        """Try the fast path for an inline value under a new key; False: take the full transaction."""
+        if run == PIPELINE_SCOPE:
+            if scope in self._full_pipelines:
+                return False  # it would fail: this pipeline evicts on every put
+            return self.db.write_one(self._insert_if_room, {**row, "limit": self.pipeline_object_limit}) == 1
+        return self.db.write_one(self._insert_if_open, {**row, "expiry": self.run_object_expiry}) == 1
+
+    def _enforce_limit(self, conn: Connection, scope: int, count: int) -> list[str]:
+        """Evict the pipeline's oldest objects (smallest ids) beyond the limit; their keys.
+
+        Runs inside the put's transaction, so the count is exact under any concurrency.
+        """
+        excess = count - self.pipeline_object_limit
+        if count >= self.pipeline_object_limit:
+            self._full_pipelines.add(scope)
+        else:
+            self._full_pipelines.discard(scope)
+        if excess <= 0:
             return []
-        ((key, remaining),) = evicted
-        if remaining <= self.pipeline_object_limit:
-            return [key]
-        return [key, *(key for (key,) in conn.execute(self._evict_excess, limits).fetchall())]
+        evict = {"scope": scope, "excess": excess}
+        statement = self._delete_oldest_one if excess == 1 else self._delete_oldest
+        return [key for (key,) in conn.execute(statement, evict).fetchall()]
 
     def delete(self, namespace: str, pipeline: str, run: int, key: str) -> None:
         """Remove the object; its blob content, if any, is left to garbage collection."""
