@@ -44,8 +44,11 @@ class Objects:
         )
 
     def get(self, key: str) -> bytes:
-        """The whole value, verified. Raises ``ObjectNotFound`` or ``IntegrityError``."""
-        return self._store.get(self._namespace, self._pipeline, self._run, validate_key(key))
+        """The whole value, verified. Raises ``ObjectNotFound``, ``InvalidName`` or ``IntegrityError``."""
+        if type(key) is not str:
+            validate_key(key)  # raises: only strings can name objects
+        # Every stored key was validated when it was put: look first, and validate only a miss.
+        return self._store.get(self._namespace, self._pipeline, self._run, key, validate=validate_key)
 
     def open(self, key: str) -> BinaryIO:
         """A readable binary stream over the value; raises ``IntegrityError`` at EOF if it is damaged."""

@@ -33,6 +33,10 @@ def connect_sqlite(path: Path) -> sqlite3.Connection:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
+        # Up to 32 MiB of page cache (allocated as pages are read), as diskcache does: point reads of a
+        # store larger than the 2 MiB default otherwise go back to the OS for every page. No mmap: an I/O
+        # error under mmap is a SIGBUS that kills the process instead of an error the caller can handle.
+        connection.execute("PRAGMA cache_size=-32768")
     except BaseException:
         connection.close()
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import re
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from objstore.clock import Clock
@@ -266,8 +267,27 @@ class ObjectStore:
             raise self._not_found(namespace, pipeline, run, key)
         return row
 
-    def get(self, namespace: str, pipeline: str, run: int, key: str) -> bytes:
-        size, sha256, data = self._row(self._get, namespace, pipeline, run, key)
+    def get(
+        self,
+        namespace: str,
+        pipeline: str,
+        run: int,
+        key: str,
+        *,
+        validate: Callable[[str], object] | None = None,
+    ) -> bytes:
+        """The verified value; ``validate`` checks the key's name when nothing is found under it."""
+        scope = self._scope_ids.get((namespace, pipeline))
+        if scope is None:
+            scope = self.scope_id(namespace, pipeline, create=False)
+        row = (
+            None if scope is None else self.db.query_one(self._get, {"scope": scope, "run": run, "key": key})
+        )
+        if row is None:
+            if validate is not None:
+                validate(key)
+            raise self._not_found(namespace, pipeline, run, key)
+        size, sha256, data = row
         if data is not None and len(data) == size and hashlib.sha256(data).hexdigest() == sha256:
             return bytes(data)  # the common case, verified without building an error context
         return self.content.read(sha256, size, data, self._what(namespace, pipeline, run, key))
