@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from blob_contract import MIB, BlobBackendContract, payload, sha
 
+from objstore import private_files
 from objstore.blobs import filesystem as fs_module
 from objstore.blobs import fsutil
 from objstore.blobs.base import BlobBackend, StagedBlob
@@ -150,6 +151,7 @@ def test_fsync_order(store: FilesystemBlobBackend, root: Path, monkeypatch: pyte
     monkeypatch.setattr(os, "link", link)
     monkeypatch.setattr(fsutil, "fsync_dir", fsync_dir)
     monkeypatch.setattr(fs_module, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(private_files, "fsync_dir", fsync_dir)  # where new folders are made durable
     store.publish(staged)
     shard = f"blobs/{staged.sha256[:2]}"
     # New shard: its name is made durable in the root first, then the link in the shard.

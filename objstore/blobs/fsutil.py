@@ -1,4 +1,5 @@
-"""Small filesystem helpers for blob backends: private folders, folder fsync, OS error translation."""
+"""Small filesystem helpers for blob backends: content addresses and OS error translation (private
+folders and folder fsync come from ``objstore.private_files``, shared with the databases)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from pathlib import Path
 
 from objstore.errors import InvalidValue, StorageError
+from objstore.private_files import DIR_MODE, FILE_MODE, fsync_dir, make_private_dirs
 
 __all__ = [
     "DIR_MODE",
@@ -17,9 +19,6 @@ __all__ = [
     "make_private_dirs",
     "storage_error",
 ]
-
-DIR_MODE = 0o700
-FILE_MODE = 0o600
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -35,55 +34,6 @@ def check_sha256(value: object) -> str:
             shown = shown[:77] + "..."
         raise InvalidValue(f"invalid sha256 address {shown}: expected 64 lower-case hex characters")
     return value
-
-
-def fsync_dir(path: Path | str) -> None:
-    """Make the entries of a folder (new, renamed or linked names) durable."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(path, flags)
-    except PermissionError:
-        # Platforms that cannot open a folder (Windows) have no folder fsync; nothing more to do there.
-        if os.name == "nt":
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        # Some filesystems refuse fsync on folders; their metadata is then as durable as it gets.
-        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
-
-
-def make_private_dirs(path: Path) -> bool:
-    """Create ``path`` and missing parents with mode 0700; True if ``path`` itself was created.
-
-    Only folders created here are chmod-ed (umask may have narrowed the mode); pre-existing folders are
-    left alone. The parent of each new folder is fsync-ed so that the new name survives a crash.
-    """
-    missing: list[Path] = []
-    probe = path
-    while not probe.is_dir():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    created_target = False
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder, DIR_MODE)
-        except FileExistsError:
-            # Created concurrently by another writer: not ours to chmod.
-            if not folder.is_dir():
-                raise
-            continue
-        os.chmod(folder, DIR_MODE)
-        fsync_dir(folder.parent)
-        if folder == path:
-            created_target = True
-    return created_target
 
 
 def storage_error(exc: OSError, action: str, path: Path | str, *, store: str) -> StorageError:
