@@ -196,7 +196,8 @@ def test_db_status_and_upgrade_on_a_fresh_store(run: Invoke) -> None:
 
     table = run("db", "status")
     assert table.exit_code == 0
-    assert "empty" in table.stdout and "needs upgrade" in table.stdout
+    assert "empty: run `objstore db upgrade`" in table.stdout
+    assert all(d["state"] == "empty" for d in databases)
     assert run("db", "status", "--check").exit_code == 1
 
     upgrade = run("db", "upgrade")

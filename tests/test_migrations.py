@@ -97,3 +97,19 @@ def test_schema_error_for_a_damaged_database(make_store: StoreFactory, data_dir:
     from objstore.errors import StorageError
 
     assert isinstance(raised.value, StorageError)
+
+
+def test_status_of_a_missing_store_creates_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "never-opened"
+    with ObjStore(Settings.for_directory(data), upgrade_schema=False) as store:
+        assert [s.state for s in store.schema_status()] == ["empty", "empty", "empty"]
+    assert not data.exists()
+
+
+def test_status_tells_newer_from_older(store: ObjStore, data_dir: Path) -> None:
+    store.close()
+    with sqlite3.connect(data_dir / "objects.db") as raw:
+        raw.execute(f"UPDATE {VERSION_TABLE} SET version_num = '9999_from_the_future'")
+    with ObjStore(Settings.for_directory(data_dir), upgrade_schema=False) as again:
+        states = {s.label.split()[0]: s.state for s in again.schema_status()}
+    assert states == {"server": "current", "object": "newer", "secret": "current"}

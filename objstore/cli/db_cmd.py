@@ -29,15 +29,24 @@ def status(as_json: bool, check: bool) -> None:
     if as_json:
         emit_json(
             [
-                {"database": s.label, "current": s.current, "head": s.head, "up_to_date": s.up_to_date}
+                {
+                    "database": s.label,
+                    "current": s.current,
+                    "head": s.head,
+                    "up_to_date": s.up_to_date,
+                    "state": s.state,
+                }
                 for s in statuses
             ]
         )
     else:
-        rows = [
-            [s.label, s.current or "empty", s.head, "up to date" if s.up_to_date else "needs upgrade"]
-            for s in statuses
-        ]
+        advice = {
+            "current": "up to date",
+            "empty": "empty: run `objstore db upgrade` (or open the store)",
+            "older": "older: run `objstore db upgrade`",
+            "newer": "newer than this objstore: upgrade objstore",
+        }
+        rows = [[s.label, s.current or "empty", s.head, advice[s.state]] for s in statuses]
         print_table(["DATABASE", "CURRENT", "HEAD", "STATUS"], rows)
     if check and not all(s.up_to_date for s in statuses):
         raise click.exceptions.Exit(EXIT_PROBLEMS)

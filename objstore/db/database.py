@@ -68,6 +68,10 @@ class Database:
 
     # -- connections ---------------------------------------------------------------------------------
 
+    def exists(self) -> bool:
+        """True if the database file exists (looking does not create it, as connecting would)."""
+        return self.path.exists()
+
     def connection(self) -> Connection:
         """This thread's connection, opened on first use."""
         connection: Connection | None = getattr(self._local, "connection", None)

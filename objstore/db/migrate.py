@@ -27,12 +27,22 @@ class SchemaStatus:
     """Where one database stands."""
 
     label: str
-    current: str | None  # None: no objstore schema yet
+    current: str | None  # None: no objstore schema yet (or no database file at all)
     head: str
+    newer: bool = False  # the database is at a revision this code does not know: upgrade objstore
 
     @property
     def up_to_date(self) -> bool:
         return self.current == self.head
+
+    @property
+    def state(self) -> str:
+        """One word for people: "current", "empty", "older" (run db upgrade) or "newer" (upgrade objstore)."""
+        if self.up_to_date:
+            return "current"
+        if self.current is None:
+            return "empty"
+        return "newer" if self.newer else "older"
 
 
 def migrations_path() -> Path:
@@ -62,7 +72,12 @@ def _known_revisions() -> set[str]:
 
 
 def current_revision(database: Database) -> str | None:
-    """The revision recorded in the database, or None if it has no objstore schema yet."""
+    """The revision recorded in the database, or None if it has no objstore schema yet.
+
+    A database file that does not exist is reported as empty without being created.
+    """
+    if not database.exists():
+        return None
     try:
         row = database.query_one(f"SELECT version_num FROM {VERSION_TABLE}", {})
     except SchemaError:
@@ -71,7 +86,9 @@ def current_revision(database: Database) -> str | None:
 
 
 def schema_status(database: Database) -> SchemaStatus:
-    return SchemaStatus(database.label, current_revision(database), SCHEMA_HEAD)
+    current = current_revision(database)
+    newer = current is not None and current != SCHEMA_HEAD and current not in _known_revisions()
+    return SchemaStatus(database.label, current, SCHEMA_HEAD, newer)
 
 
 def _refuse_newer(database: Database, revision: str) -> SchemaError:
