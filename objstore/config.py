@@ -133,7 +133,14 @@ def _check_key(key: SecretStr) -> SecretStr:
             "is the placeholder of sample-config.toml, not a key; run `objstore init-config` to write a "
             "configuration with a fresh key"
         )
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        # Undecodable bytes from the environment arrive as surrogates: say so without quoting any of it.
+        raise ValueError(
+            f"the encryption key is not valid UTF-8 text; it must be exactly {ENCRYPTION_KEY_BYTES} bytes: "
+            f"{_MAKE_KEY_HINT}"
+        ) from None
     if size != ENCRYPTION_KEY_BYTES:
         note = "" if text.isascii() else " (characters outside ASCII take 2 to 4 bytes each)"
         raise ValueError(

@@ -649,3 +649,14 @@ def test_command_line_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("OBJSTORE_DEBUGG", "1")
     with pytest.raises(ConfigError, match="OBJSTORE_DEBUGG"):
         Settings.load(None)
+
+
+def test_undecodable_key_is_refused_without_quoting_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_part = "s3cr3t-material-\udcff"  # an undecodable byte from the environment, as Python sees it
+    monkeypatch.setenv("OBJSTORE_SECRET_STORE__SQLITE__ENCRYPTION_KEY", secret_part)
+    with pytest.raises(ConfigError) as refused:
+        Settings.load(None)
+    message = str(refused.value)
+    assert "not valid UTF-8" in message
+    assert "s3cr3t" not in message and "\udcff" not in message and "udcff" not in message
+    assert refused.value.__cause__ is None and refused.value.__context__ is None
