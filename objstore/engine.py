@@ -19,13 +19,17 @@ from objstore.clock import Clock, SystemClock
 from objstore.config import Settings
 from objstore.db.database import Database
 from objstore.db.migrate import SchemaStatus, ensure_schema, schema_status, upgrade
-from objstore.errors import ConfigError, ObjStoreError
+from objstore.errors import ConfigError, InvalidValue, ObjStoreError, VaultError
 from objstore.handles import Pipeline
+from objstore.masking import Masker
 from objstore.names import validate_id
+from objstore.secret_handles import GlobalSecrets
 from objstore.stores.content import ContentStore
 from objstore.stores.maintenance import Maintenance
 from objstore.stores.objects import ObjectStore
+from objstore.stores.rotation import rotate_data_key, rotate_encryption_key
 from objstore.stores.runs import RunStore
+from objstore.stores.secrets import SecretStore, open_keyring
 from objstore.types import CheckReport, GCReport, PruneReport
 
 __all__ = ["ObjStore", "open"]
@@ -85,6 +89,25 @@ class ObjStore:
         )
         self.runs = RunStore(self.server_db, clock=self.clock)
         self.maintenance = Maintenance(self.object_db, self.content)
+        self.secrets = self._open_vault()
+        self.global_secrets = GlobalSecrets(self.secrets)
+
+    def _open_vault(self) -> SecretStore:
+        # Without a usable key, objects keep working and secret calls raise the VaultError that says
+        # how to set one. A key that does not open the stored secrets fails here, at open.
+        try:
+            key = self.settings.vault_key()
+        except VaultError as unavailable:
+            return SecretStore(self.secret_db, None, clock=self.clock, unavailable=unavailable)
+        if not self._upgrade_schema and not schema_status(self.secret_db).up_to_date:
+            return SecretStore(
+                self.secret_db,
+                None,
+                clock=self.clock,
+                unavailable=VaultError("run `objstore db upgrade` first"),
+            )
+        keyring = open_keyring(self.secret_db, key.get_secret_value(), clock=self.clock)
+        return SecretStore(self.secret_db, keyring, clock=self.clock)
 
     def _database(self, role: str, path: Path) -> Database:
         # The three databases may be one file: share one Database (and one set of connections) then.
@@ -105,9 +128,22 @@ class ObjStore:
         return Pipeline(
             self.objects,
             self.runs,
+            self.secrets,
             validate_id(namespace, "namespace"),
             validate_id(pipeline, "pipeline id"),
         )
+
+    def mask(self, text: str, *, namespace: str | None = None, pipeline: str | None = None) -> str:
+        """``text`` with every secret value replaced by ``****`` (values shorter than 4 characters are not
+        masked). With ``namespace`` and ``pipeline``: that pipeline's secrets and the global secrets its
+        namespace may read; otherwise every secret in the vault."""
+        self._check_open()
+        if (namespace is None) != (pipeline is None):
+            raise InvalidValue("mask() takes both namespace and pipeline, or neither")
+        if namespace is not None and pipeline is not None:
+            validate_id(namespace, "namespace")
+            validate_id(pipeline, "pipeline id")
+        return Masker(self.secrets.values(namespace, pipeline)).mask_text(text)
 
     def expire_run_objects(self, *, dry_run: bool = False) -> int:
         """The sweep behind run-object expiry: every pipeline's runs at or below latest - expiry.
@@ -148,6 +184,31 @@ class ObjStore:
         garbage = self.collect_garbage(dry_run=dry_run)
         return PruneReport(run_objects=run_objects, blobs=garbage.blobs_removed, dry_run=dry_run)
 
+    def rotate_encryption_key(self, new_key: str) -> bool:
+        """Re-wrap the vault's data keys with ``new_key`` (then configure it); False if already done.
+
+        One transaction: interrupted, the configured key still opens everything; run again, it completes
+        (or finds nothing to do). Afterwards the old key is refused at open.
+        """
+        self._check_open()
+        current = self.settings.vault_key().get_secret_value()
+        rotated = rotate_encryption_key(self.secret_db, current, new_key)
+        self.secrets.use_keyring(open_keyring(self.secret_db, new_key, clock=self.clock))
+        return rotated
+
+    def rotate_data_key(self, *, batch_size: int = 500) -> int:
+        """Seal every secret with a fresh data key, in batches; how many were resealed. Resumable."""
+        self._check_open()
+        self.secrets.keyring  # noqa: B018 - raises the VaultError that says how to configure a key
+        ring, moved = rotate_data_key(
+            self.secret_db,
+            self.settings.vault_key().get_secret_value(),
+            clock=self.clock,
+            batch_size=batch_size,
+        )
+        self.secrets.use_keyring(ring)
+        return moved
+
     def schema_status(self) -> list[SchemaStatus]:
         """Where each database's schema stands."""
         return [schema_status(database) for database in self._databases.values()]
@@ -184,7 +245,7 @@ class ObjStore:
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # settings and keys are never shown
         state = "closed" if self._closed else "open"
         return f"<ObjStore {state} objects={self.settings.object_store.sqlite.path}>"
 

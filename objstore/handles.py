@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import BinaryIO
 
 from objstore.names import validate_key, validate_run_number
+from objstore.secret_handles import PipelineSecrets
 from objstore.stores.content import Source
 from objstore.stores.objects import PIPELINE_SCOPE, ObjectStore
 from objstore.stores.runs import RunStore
+from objstore.stores.secrets import SecretStore
 from objstore.types import ObjectInfo, RunInfo
 
 __all__ = ["Objects", "Pipeline", "Run"]
@@ -102,14 +104,17 @@ class Run:
 class Pipeline:
     """A (namespace, pipeline) handle: its objects and runs. Creating one does no I/O."""
 
-    __slots__ = ("_objects", "_runs", "namespace", "objects", "pipeline")
+    __slots__ = ("_objects", "_runs", "namespace", "objects", "pipeline", "secrets")
 
-    def __init__(self, objects: ObjectStore, runs: RunStore, namespace: str, pipeline: str) -> None:
+    def __init__(
+        self, objects: ObjectStore, runs: RunStore, secrets: SecretStore, namespace: str, pipeline: str
+    ) -> None:
         self._objects = objects
         self._runs = runs
         self.namespace = namespace
         self.pipeline = pipeline
         self.objects = Objects(objects, namespace, pipeline, PIPELINE_SCOPE)
+        self.secrets = PipelineSecrets(secrets, namespace, pipeline)
 
     def start_run(self) -> Run:
         """Allocate the next run number atomically, then expire the run objects that run makes old."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import sqlite3
 from pathlib import Path
@@ -113,3 +114,36 @@ def test_status_tells_newer_from_older(store: ObjStore, data_dir: Path) -> None:
     with ObjStore(Settings.for_directory(data_dir), upgrade_schema=False) as again:
         states = {s.label.split()[0]: s.state for s in again.schema_status()}
     assert states == {"server": "current", "object": "newer", "secret": "current"}
+
+
+def _database_at(path: Path, revision: str) -> Database:
+    from alembic import command
+
+    database = Database(path, label=f"database {path.name}")
+    config = _alembic_config()
+    with database.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    return database
+
+
+def test_older_database_is_upgraded_on_open_keeping_its_data(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True)
+    for name in ("objects.db", "objstore.db", "secrets.db"):
+        _database_at(data_dir / name, "0001_foundation").close()
+    with sqlite3.connect(data_dir / "objects.db") as raw:
+        raw.execute("INSERT INTO object_pipelines (id, namespace, pipeline) VALUES (1, 'default', 'p')")
+        raw.execute(
+            "INSERT INTO objects (scope_id, run, key, size, sha256, content_type, created_at, data) "
+            "VALUES (1, 0, 'k', 2, ?, 'application/octet-stream', 0, ?)",
+            (hashlib.sha256(b"VV").hexdigest(), b"VV"),
+        )
+    with ObjStore(Settings.for_directory(data_dir), upgrade_schema=False) as store:
+        assert {s.state for s in store.schema_status()} == {"older"}
+    database = Database(data_dir / "objects.db", label="object database")
+    with pytest.raises(SchemaError, match="objstore db upgrade"):
+        ensure_schema(database, auto_upgrade=False)
+    database.close()
+    with ObjStore(Settings.for_directory(data_dir)) as store:  # SQLite: upgraded on open
+        assert all(s.current == SCHEMA_HEAD for s in store.schema_status())
+        assert store.pipeline("default", "p").objects.get("k") == b"VV"

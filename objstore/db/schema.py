@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -22,13 +23,24 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
 
 from objstore.db.revision import SCHEMA_HEAD, VERSION_TABLE
 
-__all__ = ["SCHEMA_HEAD", "VERSION_TABLE", "metadata", "object_pipelines", "objects", "pipelines", "runs"]
+__all__ = [
+    "SCHEMA_HEAD",
+    "VERSION_TABLE",
+    "metadata",
+    "object_pipelines",
+    "objects",
+    "pipelines",
+    "runs",
+    "secrets",
+    "vault_keys",
+]
 
 
 # Stable constraint names so later migrations (and batch mode on SQLite) can refer to them.
@@ -111,3 +123,37 @@ Index(
     sqlite_where=objects.c.data.is_(None),
     postgresql_where=objects.c.data.is_(None),
 )
+
+# --- secret database -----------------------------------------------------------------------------------
+
+# Data keys, each wrapped by the configured key (the key-encryption key). A wrapped key doubles as the
+# key-check record: a wrong configured key fails to unwrap it at open, before anything is written.
+vault_keys = Table(
+    "vault_keys",
+    metadata,
+    Column("key_id", Integer, primary_key=True, autoincrement=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # "pipeline" or "global"; a global secret has namespace and pipeline "" (never a valid id).
+    Column("scope", String(8), nullable=False),
+    Column("namespace", String(ID_LENGTH), nullable=False),
+    Column("pipeline", String(ID_LENGTH), nullable=False),
+    Column("name", String(128), nullable=False),
+    # format byte, data-key id, nonce, AES-256-GCM ciphertext and tag (objstore.crypto)
+    Column("sealed", LargeBinary, nullable=False),
+    Column("key_id", Integer, nullable=False),  # the data key that sealed it: rotation works in batches
+    Column("is_text", Boolean, nullable=False),  # get returns what put was given: str or bytes
+    # Global secrets: JSON list of full-match namespace globs allowed to read it (deny by default).
+    Column("allowed_namespaces", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("scope", "namespace", "pipeline", "name"),
+)
+Index("ix_secrets_key_id", secrets.c.key_id)

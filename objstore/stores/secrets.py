@@ -1,0 +1,257 @@
+"""The secret vault: pipeline secrets and global secrets, sealed with AES-256-GCM.
+
+Each value is sealed by the active data key of a keyring whose keys are wrapped by the configured key
+(``objstore.crypto``, ``objstore.keyring``), with associated data binding it to its scope, namespace,
+pipeline and name. Opening the vault unwraps the keyring: a wrong configured key fails there with
+``WrongEncryptionKey``, before anything is written. Values never reach logs, reprs or error messages.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Iterable
+from typing import Literal
+
+from objstore.clock import Clock
+from objstore.crypto import kek_from_setting, secret_aad
+from objstore.db.database import Connection, Database
+from objstore.errors import AlreadyExists, InvalidValue, SecretNotFound, VaultError
+from objstore.keyring import Keyring
+from objstore.timestamps import from_micros, to_micros
+from objstore.types import SecretInfo
+
+__all__ = ["MAX_SECRET_BYTES", "Scope", "SecretStore", "open_keyring", "secret_aad_for"]
+
+Scope = Literal["pipeline", "global"]
+MAX_SECRET_BYTES = 64 * 1024
+_GLOBAL = ""  # namespace and pipeline columns of a global secret: never a valid id, so never a clash
+
+
+def open_keyring(database: Database, encryption_key: str, *, clock: Clock) -> Keyring:
+    """Unwrap the vault's data keys with the configured key; create the first one on a new vault.
+
+    Raises ``WrongEncryptionKey`` (nothing written) when the key does not open the stored keys.
+    """
+    kek = kek_from_setting(encryption_key)
+    select = database.sql("SELECT key_id, wrapped, active FROM vault_keys")
+    insert = database.sql(
+        "INSERT INTO vault_keys (key_id, wrapped, active, created_at) "
+        "VALUES (:key_id, :wrapped, :active, :at)"
+    )
+    rows = database.query_all(select, {})
+    if rows:
+        return _unwrap(kek, rows)
+
+    def create(conn: Connection) -> Keyring:
+        existing = conn.execute(select, {}).fetchall()
+        if existing:  # another process created the vault first
+            return _unwrap(kek, existing)
+        ring = Keyring.generate()
+        at = to_micros(clock.now())
+        for key_id, wrapped in ring.wrap(kek).items():
+            conn.execute(insert, {"key_id": key_id, "wrapped": wrapped, "active": True, "at": at})
+        return ring
+
+    return database.write(create)
+
+
+def _unwrap(kek: bytes, rows: Iterable[tuple[int, bytes, bool]]) -> Keyring:
+    rows = list(rows)
+    active = [key_id for key_id, _, is_active in rows if is_active]
+    if len(active) != 1:
+        raise VaultError(
+            "the vault's key records are inconsistent (not exactly one active key); restore a backup"
+        )
+    return Keyring.unwrap(kek, {key_id: wrapped for key_id, wrapped, _ in rows}, active[0])
+
+
+def _as_bytes(value: object) -> tuple[bytes, bool]:
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8"), True
+        except UnicodeEncodeError:
+            raise InvalidValue(
+                "a secret given as str must be valid Unicode text; pass bytes instead"
+            ) from None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value), False
+    raise InvalidValue(f"a secret value is str or bytes, not {type(value).__name__}")
+
+
+class SecretStore:
+    """Secrets of every pipeline, and global secrets, in the secret database."""
+
+    def __init__(
+        self,
+        database: Database,
+        keyring: Keyring | None,
+        *,
+        clock: Clock,
+        unavailable: VaultError | None = None,
+    ) -> None:
+        self.db = database
+        self.clock = clock
+        self._keyring = keyring
+        self._unavailable = unavailable  # why there is no keyring (no key configured, default key, ...)
+        sql = database.sql
+        where = "scope = :scope AND namespace = :ns AND pipeline = :p AND name = :name"
+        self._insert = sql(
+            "INSERT INTO secrets (scope, namespace, pipeline, name, sealed, key_id, is_text, "
+            "allowed_namespaces, created_at, updated_at) "
+            "VALUES (:scope, :ns, :p, :name, :sealed, :key_id, :is_text, :allowed, :at, :at) "
+            "ON CONFLICT (scope, namespace, pipeline, name) DO NOTHING"
+        )
+        self._update = sql(
+            "UPDATE secrets SET sealed = :sealed, key_id = :key_id, is_text = :is_text, "
+            f"allowed_namespaces = :allowed, updated_at = :at WHERE {where}"
+        )
+        self._get = sql(f"SELECT sealed, is_text, allowed_namespaces FROM secrets WHERE {where}")
+        self._delete = sql(f"DELETE FROM secrets WHERE {where}")
+        self._list = sql(
+            "SELECT name, created_at, updated_at FROM secrets "
+            "WHERE scope = :scope AND namespace = :ns AND pipeline = :p ORDER BY name"
+        )
+        self._all = sql("SELECT scope, namespace, pipeline, name, sealed, allowed_namespaces FROM secrets")
+
+    def use_keyring(self, keyring: Keyring) -> None:
+        """After a rotation: seal and open with ``keyring`` from now on."""
+        self._keyring = keyring
+
+    @property
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            raise self._unavailable or VaultError("the secret store is not configured")
+        return self._keyring
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    def put(
+        self,
+        scope: Scope,
+        namespace: str,
+        pipeline: str,
+        name: str,
+        value: str | bytes,
+        *,
+        overwrite: bool = False,
+        allowed_namespaces: list[str] | None = None,
+    ) -> SecretInfo:
+        """Seal and store ``value``; the name and the value commit together."""
+        plaintext, is_text = _as_bytes(value)
+        if len(plaintext) > MAX_SECRET_BYTES:
+            raise InvalidValue(
+                f"secret {name!r} is {len(plaintext)} bytes; secrets are limited to {MAX_SECRET_BYTES} bytes "
+                "(store large material as an object and keep its key or password here)"
+            )
+        ring = self.keyring
+        sealed = ring.seal(plaintext, secret_aad_for(scope, namespace, pipeline, name))
+        now = self.clock.now()
+        row = {
+            "scope": scope,
+            "ns": namespace,
+            "p": pipeline,
+            "name": name,
+            "sealed": sealed,
+            "key_id": ring.active_id,
+            "is_text": is_text,
+            "allowed": None if allowed_namespaces is None else json.dumps(allowed_namespaces),
+            "at": to_micros(now),
+        }
+
+        def work(conn: Connection) -> None:
+            if conn.execute(self._insert, row).rowcount == 1:
+                return
+            if not overwrite:
+                raise AlreadyExists(
+                    f"secret {name!r} already exists in {self._where(scope, namespace, pipeline)}; "
+                    "pass overwrite=True (--overwrite) to replace it"
+                )
+            conn.execute(self._update, row)
+
+        self.db.write(work)
+        info = self._info(scope, namespace, pipeline, name)
+        return info
+
+    def delete(self, scope: Scope, namespace: str, pipeline: str, name: str) -> None:
+        self.keyring  # noqa: B018 - every secret call explains a missing key the same way
+        where = {"scope": scope, "ns": namespace, "p": pipeline, "name": name}
+        if self.db.write(lambda conn: conn.execute(self._delete, where).rowcount) == 0:
+            raise self._not_found(scope, namespace, pipeline, name)
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def get(self, scope: Scope, namespace: str, pipeline: str, name: str) -> str | bytes:
+        return self._open_row(scope, namespace, pipeline, name)[0]
+
+    def get_global_for(self, namespace: str, name: str) -> str | bytes:
+        """A global secret, if ``namespace`` matches one of its allowed globs (full match)."""
+        value, allowed = self._open_row("global", _GLOBAL, _GLOBAL, name)
+        if not _allowed(namespace, allowed):
+            raise VaultError(
+                f"namespace {namespace!r} may not read global secret {name!r}; add a matching pattern to "
+                "its namespaces (e.g. with global_secrets.put(..., namespaces=[...], overwrite=True))"
+            )
+        return value
+
+    def infos(self, scope: Scope, namespace: str, pipeline: str) -> list[SecretInfo]:
+        self.keyring  # noqa: B018 - every secret call explains a missing key the same way
+        rows = self.db.query_all(self._list, {"scope": scope, "ns": namespace, "p": pipeline})
+        return [
+            SecretInfo(name, from_micros(created), from_micros(updated)) for name, created, updated in rows
+        ]
+
+    def values(self, namespace: str | None = None, pipeline: str | None = None) -> list[str | bytes]:
+        """Every secret value (of one pipeline and the globals its namespace may read, if given)."""
+        ring = self.keyring
+        found: list[str | bytes] = []
+        for scope, ns, p, name, sealed, allowed in self.db.query_all(self._all, {}):
+            if pipeline is not None:
+                if scope == "pipeline" and (ns, p) != (namespace, pipeline):
+                    continue
+                if scope == "global" and not _allowed(namespace or "", _patterns(allowed)):
+                    continue
+            found.append(ring.unseal(sealed, secret_aad_for(scope, ns, p, name)))
+        return found
+
+    def _open_row(
+        self, scope: Scope, namespace: str, pipeline: str, name: str
+    ) -> tuple[str | bytes, list[str]]:
+        ring = self.keyring
+        row = self.db.query_one(self._get, {"scope": scope, "ns": namespace, "p": pipeline, "name": name})
+        if row is None:
+            raise self._not_found(scope, namespace, pipeline, name)
+        sealed, is_text, allowed = row
+        plaintext = ring.unseal(sealed, secret_aad_for(scope, namespace, pipeline, name))
+        return (plaintext.decode("utf-8") if is_text else plaintext), _patterns(allowed)
+
+    def _info(self, scope: Scope, namespace: str, pipeline: str, name: str) -> SecretInfo:
+        for info in self.infos(scope, namespace, pipeline):
+            if info.name == name:
+                return info
+        raise self._not_found(scope, namespace, pipeline, name)
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _where(scope: str, namespace: str, pipeline: str) -> str:
+        return "the global secrets" if scope == "global" else f"pipeline {namespace}/{pipeline}"
+
+    def _not_found(self, scope: str, namespace: str, pipeline: str, name: str) -> SecretNotFound:
+        return SecretNotFound(f"no secret {name!r} in {self._where(scope, namespace, pipeline)}")
+
+
+def secret_aad_for(scope: str, namespace: str, pipeline: str, name: str) -> bytes:
+    """The associated data of a secret row: binds its ciphertext to its scope, pipeline and name."""
+    if scope == "global":
+        return secret_aad("global", None, None, name)
+    return secret_aad("pipeline", namespace, pipeline, name)
+
+
+def _patterns(allowed: str | None) -> list[str]:
+    return [] if allowed is None else [str(p) for p in json.loads(allowed)]
+
+
+def _allowed(namespace: str, patterns: list[str]) -> bool:
+    # Full-match globs, case-sensitive: "team-*" admits "team-a", not "x-team-a" (deny by default).
+    return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in patterns)
