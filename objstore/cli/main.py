@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 import objstore
-from objstore.cli import config_cmd, db_cmd, maintenance_cmd, objects_cmd, runs_cmd
+from objstore.cli import config_cmd, db_cmd, maintenance_cmd, objects_cmd, runs_cmd, secrets_cmd
 from objstore.cli.context import CliState
 from objstore.cli.errors import (
     EXIT_BROKEN_PIPE,
@@ -107,6 +107,7 @@ cli.add_command(config_cmd.init_config)
 cli.add_command(db_cmd.db)
 cli.add_command(runs_cmd.runs)
 cli.add_command(objects_cmd.objects)
+cli.add_command(secrets_cmd.secrets)
 cli.add_command(maintenance_cmd.check)
 cli.add_command(maintenance_cmd.gc)
 cli.add_command(maintenance_cmd.prune)
