@@ -16,7 +16,7 @@ from typing import Any
 from objstore.blobs.base import BlobBackend
 from objstore.blobs.filesystem import FilesystemBlobBackend
 from objstore.clock import Clock, SystemClock
-from objstore.config import Settings
+from objstore.config import DEFAULT_ENCRYPTION_KEY, PLACEHOLDER_KEY, Settings
 from objstore.db.database import Database
 from objstore.db.migrate import SchemaStatus, ensure_schema, schema_status, upgrade
 from objstore.errors import ConfigError, InvalidValue, ObjStoreError, VaultError
@@ -191,6 +191,14 @@ class ObjStore:
         (or finds nothing to do). Afterwards the old key is refused at open.
         """
         self._check_open()
+        if new_key == PLACEHOLDER_KEY or (
+            new_key == DEFAULT_ENCRYPTION_KEY and not self.settings.development.default_encryption
+        ):
+            raise VaultError(
+                "the new encryption key is the sample configuration's placeholder or the well-known default "
+                "key; create a real one with `objstore init-config` or "
+                '`python -c "import secrets; print(secrets.token_urlsafe(24))"`'
+            )
         current = self.settings.vault_key().get_secret_value()
         rotated = rotate_encryption_key(self.secret_db, current, new_key)
         self.secrets.use_keyring(open_keyring(self.secret_db, new_key, clock=self.clock))

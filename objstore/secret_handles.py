@@ -52,8 +52,13 @@ class PipelineSecrets:
         )
 
     def get(self, name: str) -> str | bytes:
-        """The value, as it was put (str or bytes). Raises ``SecretNotFound``."""
-        return self._store.get("pipeline", self._namespace, self._pipeline, validate_secret_name(name))
+        """The value, as it was put (str or bytes). Raises ``SecretNotFound`` or ``InvalidName``."""
+        if type(name) is not str:
+            validate_secret_name(name)  # raises: only strings name secrets
+        # Every stored name was validated when it was put: look first, validate only a miss.
+        return self._store.get(
+            "pipeline", self._namespace, self._pipeline, name, validate=validate_secret_name
+        )
 
     def get_global(self, name: str) -> str | bytes:
         """A global secret, if this pipeline's namespace matches one of its allowed patterns."""

@@ -338,3 +338,23 @@ def test_values_and_keys_never_reach_reprs_errors_or_debug_logs(
     texts += [record.getMessage() for record in caplog.records]
     for text in texts:
         assert VALUE not in text and KEY not in text
+
+
+@pytest.mark.parametrize("bad", ["changemechangemechangemechangeme", "<run: objstore init-config>", "short"])
+def test_rotation_refuses_unusable_new_keys(make_store: StoreFactory, bad: str) -> None:
+    store = keyed(make_store)
+    store.pipeline("default", "p").secrets.put("S", VALUE)
+    with pytest.raises(VaultError) as refused:
+        store.rotate_encryption_key(bad)
+    assert bad not in str(refused.value)
+    assert store.pipeline("default", "p").secrets.get("S") == VALUE
+    assert store.rotate_encryption_key(OTHER_KEY) is True  # the vault still rotates afterwards
+
+
+@pytest.mark.parametrize("bad", ["bad name", "", "x" * 129, "slash/ed", None, 7])
+def test_get_with_an_invalid_name_is_invalid_name_not_not_found(
+    make_store: StoreFactory, bad: object
+) -> None:
+    secrets = keyed(make_store).pipeline("default", "p").secrets
+    with pytest.raises(InvalidName):
+        secrets.get(bad)  # type: ignore[arg-type]
