@@ -358,3 +358,39 @@ def test_get_with_an_invalid_name_is_invalid_name_not_not_found(
     secrets = keyed(make_store).pipeline("default", "p").secrets
     with pytest.raises(InvalidName):
         secrets.get(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("step", ["after the new key", "between batches", "before retiring old keys"])
+def test_data_key_rotation_survives_a_crash_after_each_step(
+    make_store: StoreFactory, data_dir: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    store = keyed(make_store)
+    values = {f"S{i:02d}": f"value-{i}" for i in range(12)}
+    for name, value in values.items():
+        store.pipeline("default", "p").secrets.put(name, value)
+    from objstore.db.database import Database
+
+    real_write = Database.write
+    writes = 0
+    crash_at = {"after the new key": 2, "between batches": 3, "before retiring old keys": 5}[step]
+
+    def crashing_write(self: Database, work: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        if writes == crash_at:
+            raise RuntimeError(f"crash {step}")
+        return real_write(self, work, **kwargs)
+
+    monkeypatch.setattr(Database, "write", crashing_write)
+    with pytest.raises(RuntimeError):
+        store.rotate_data_key(batch_size=5)  # writes: 1 new key, 2-4 batches of 5/5/2, 5 retire
+    monkeypatch.undo()
+    store.close()
+    again = keyed(make_store)
+    secrets = again.pipeline("default", "p").secrets
+    assert {name: secrets.get(name) for name in values} == values  # every secret readable
+    assert again.rotate_data_key(batch_size=5) == len(values)  # running it again completes
+    assert {name: secrets.get(name) for name in values} == values
+    with sqlite3.connect(data_dir / "secrets.db") as raw:
+        assert raw.execute("SELECT count(DISTINCT key_id) FROM secrets").fetchone() == (1,)
+        assert raw.execute("SELECT count(*) FROM vault_keys").fetchone() == (1,)
