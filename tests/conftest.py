@@ -59,3 +59,15 @@ def blob_files(data_dir: Path) -> list[Path]:
 def staging_files(data_dir: Path) -> list[Path]:
     staging = data_dir / "blobs" / ".staging"
     return sorted(staging.iterdir()) if staging.exists() else []
+
+
+def assert_one_line_error(result: Any, code: int, *needles: str) -> str:
+    """The command failed with ``code`` and printed exactly one `objstore: error:` line, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("objstore: error: "), lines[0]
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return str(lines[0])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import assert_one_line_error
 
 from objstore.cli.main import cli
 
@@ -47,18 +48,6 @@ def run(config_file: Path) -> Invoke:
         )
 
     return invoke
-
-
-def assert_one_line_error(result: Result, code: int, *needles: str) -> str:
-    """The command failed with ``code`` and printed exactly one `objstore: error:` line, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("objstore: error: "), lines[0]
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def blob_files(data_dir: Path) -> list[Path]:

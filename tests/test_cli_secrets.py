@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import assert_one_line_error
 
 import objstore
 from objstore.cli import secrets_cmd
@@ -67,17 +68,6 @@ def with_key(config: Path, key: str | None, name: str) -> Path:
     copy = config.with_name(name)
     copy.write_text("\n".join(lines) + "\n")
     return copy
-
-
-def assert_one_line_error(result: Result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("objstore: error: "), lines[0]
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def assert_nothing_leaks(result: Result, *keys: str) -> None:

@@ -121,7 +121,8 @@ def raises_vault_error(call: Callable[[], object], *secrets: bytes) -> VaultErro
 def test_round_trip(plaintext: bytes) -> None:
     sealed = seal(DATA_KEY, KEY_ID, plaintext, AAD)
     assert unseal(LOOKUP, sealed, AAD) == plaintext
-    assert plaintext == b"" or plaintext not in sealed
+    # Only meaningful for longer values: a byte or two occurs in random ciphertext by chance.
+    assert len(plaintext) < 8 or plaintext not in sealed
 
 
 def test_bytes_like_arguments_are_accepted() -> None:

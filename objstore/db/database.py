@@ -175,17 +175,7 @@ class Database:
         a conditional INSERT ... SELECT ... WHERE needs no explicit transaction: this is the cheapest
         durable write there is (one call, as a raw autocommit insert). Busy retries as in ``write``.
         """
-        delays = self._retry.delays()
-        while True:
-            try:
-                return int(self._cursor().execute(sql, params).rowcount)
-            except _DRIVER_ERRORS as error:
-                if not is_busy(error):
-                    raise translate_driver_error(error, self.label) from None
-                delay = next(delays, None)
-                if delay is None:
-                    raise self._gave_up() from None
-                sleep_before_retry(delay)
+        return self._retrying(lambda: int(self._cursor().execute(sql, params).rowcount))
 
     def _gave_up(self) -> StorageBusy:
         return StorageBusy(
@@ -210,18 +200,27 @@ class Database:
 
     def _transact(self, begin: str, work: Callable[[Connection], T]) -> T:
         connection = self.connection()
+
+        def attempt() -> T:
+            connection.execute(begin)
+            try:
+                result = work(connection)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retrying(attempt)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """The one busy-retry policy: run ``attempt`` again after a jittered backoff while the database is
+        locked, raise StorageBusy when the policy gives up, translate every other driver error."""
         delays = self._retry.delays()
         while True:
             try:
-                connection.execute(begin)
-                try:
-                    result = work(connection)
-                    connection.execute("COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
-                return result
+                return attempt()
             except _DRIVER_ERRORS as error:
                 if not is_busy(error):
                     raise translate_driver_error(error, self.label) from None
