@@ -110,6 +110,7 @@ class SecretStore:
         self._get = sql(f"SELECT sealed, is_text, allowed_namespaces FROM secrets WHERE {where}")
         self._get_value = sql(f"SELECT sealed, is_text FROM secrets WHERE {where}")
         self._delete = sql(f"DELETE FROM secrets WHERE {where}")
+        self._one_info = sql(f"SELECT name, created_at, updated_at FROM secrets WHERE {where}")
         self._list = sql(
             "SELECT name, created_at, updated_at FROM secrets "
             "WHERE scope = :scope AND namespace = :ns AND pipeline = :p ORDER BY name"
@@ -172,8 +173,7 @@ class SecretStore:
             conn.execute(self._update, row)
 
         self.db.write(work)
-        info = self._info(scope, namespace, pipeline, name)
-        return info
+        return self._info(scope, namespace, pipeline, name)
 
     def delete(self, scope: Scope, namespace: str, pipeline: str, name: str) -> None:
         self.keyring  # noqa: B018 - every secret call explains a missing key the same way
@@ -247,10 +247,12 @@ class SecretStore:
         return (plaintext.decode("utf-8") if is_text else plaintext), _patterns(allowed)
 
     def _info(self, scope: Scope, namespace: str, pipeline: str, name: str) -> SecretInfo:
-        for info in self.infos(scope, namespace, pipeline):
-            if info.name == name:
-                return info
-        raise self._not_found(scope, namespace, pipeline, name)
+        row = self.db.query_one(
+            self._one_info, {"scope": scope, "ns": namespace, "p": pipeline, "name": name}
+        )
+        if row is None:
+            raise self._not_found(scope, namespace, pipeline, name)
+        return SecretInfo(row[0], from_micros(row[1]), from_micros(row[2]))
 
     # -- helpers ----------------------------------------------------------------------------------------
 
