@@ -104,12 +104,13 @@ class Keyring:
 
     def unseal(self, sealed: BytesLike, aad: BytesLike) -> bytes:
         """Open with the data key the header names; VaultError when it cannot be opened."""
-        sealed_b = _as_bytes(sealed, "a sealed value")
+        # Plain bytes (what the database returns) skip the conversion: this is every secret get's path.
+        sealed_b = sealed if type(sealed) is bytes else _as_bytes(sealed, "a sealed value")
         key_id = _header(sealed_b, "secret")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             self._unknown(key_id)
-        plaintext = _open(cipher, sealed_b, _as_bytes(aad, "aad"))
+        plaintext = _open(cipher, sealed_b, aad if type(aad) is bytes else _as_bytes(aad, "aad"))
         if plaintext is None:
             raise VaultError(DECRYPT_FAILED)
         return plaintext
