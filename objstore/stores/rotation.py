@@ -15,17 +15,12 @@ from objstore.crypto import kek_from_setting
 from objstore.db.database import Connection, Database
 from objstore.errors import WrongEncryptionKey
 from objstore.keyring import Keyring, reseal
-from objstore.stores.secrets import secret_aad_for
+from objstore.stores.secrets import secret_aad_for, unwrap_keyring
 from objstore.timestamps import to_micros
 
 __all__ = ["rotate_data_key", "rotate_encryption_key"]
 
 _SELECT_KEYS = "SELECT key_id, wrapped, active FROM vault_keys"
-
-
-def _unwrap_rows(kek: bytes, rows: list[tuple[int, bytes, bool]]) -> Keyring:
-    active = next(key_id for key_id, _, is_active in rows if is_active)
-    return Keyring.unwrap(kek, {key_id: wrapped for key_id, wrapped, _ in rows}, active)
 
 
 def rotate_encryption_key(database: Database, current_key: str, new_key: str) -> bool:
@@ -41,11 +36,11 @@ def rotate_encryption_key(database: Database, current_key: str, new_key: str) ->
         if not rows:
             return False
         try:
-            _unwrap_rows(new_kek, rows)
+            unwrap_keyring(new_kek, rows)
             return False  # already rotated (a re-run, or the same key twice)
         except WrongEncryptionKey:
             pass
-        ring = _unwrap_rows(old_kek, rows)
+        ring = unwrap_keyring(old_kek, rows)
         for key_id, wrapped in ring.wrap(new_kek).items():
             conn.execute(update, {"key_id": key_id, "wrapped": wrapped})
         return True
@@ -76,7 +71,7 @@ def rotate_data_key(
 
     def new_active(conn: Connection) -> Keyring:
         rows = [tuple(row) for row in conn.execute(database.sql(_SELECT_KEYS)).fetchall()]
-        ring, key_id = _unwrap_rows(kek, rows).with_new_active_key()
+        ring, key_id = unwrap_keyring(kek, rows).with_new_active_key()
         conn.execute(deactivate, {"key_id": key_id})
         wrapped = ring.wrap_key(kek, key_id)
         conn.execute(insert, {"key_id": key_id, "wrapped": wrapped, "at": to_micros(clock.now())})

@@ -12,7 +12,7 @@ import fnmatch
 import functools
 import json
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from objstore.clock import Clock
 from objstore.crypto import kek_from_setting, secret_aad
@@ -22,7 +22,7 @@ from objstore.keyring import Keyring
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import SecretInfo
 
-__all__ = ["MAX_SECRET_BYTES", "Scope", "SecretStore", "open_keyring", "secret_aad_for"]
+__all__ = ["MAX_SECRET_BYTES", "Scope", "SecretStore", "open_keyring", "secret_aad_for", "unwrap_keyring"]
 
 Scope = Literal["pipeline", "global"]
 MAX_SECRET_BYTES = 64 * 1024
@@ -42,12 +42,12 @@ def open_keyring(database: Database, encryption_key: str, *, clock: Clock) -> Ke
     )
     rows = database.query_all(select, {})
     if rows:
-        return _unwrap(kek, rows)
+        return unwrap_keyring(kek, rows)
 
     def create(conn: Connection) -> Keyring:
         existing = conn.execute(select, {}).fetchall()
         if existing:  # another process created the vault first
-            return _unwrap(kek, existing)
+            return unwrap_keyring(kek, existing)
         ring = Keyring.generate()
         at = to_micros(clock.now())
         for key_id, wrapped in ring.wrap(kek).items():
@@ -57,7 +57,8 @@ def open_keyring(database: Database, encryption_key: str, *, clock: Clock) -> Ke
     return database.write(create)
 
 
-def _unwrap(kek: bytes, rows: Iterable[tuple[int, bytes, bool]]) -> Keyring:
+def unwrap_keyring(kek: bytes, rows: Iterable[tuple[int, bytes, bool]]) -> Keyring:
+    """The keyring held by the vault_keys rows; exactly one of them must be active."""
     rows = list(rows)
     active = [key_id for key_id, _, is_active in rows if is_active]
     if len(active) != 1:
@@ -193,22 +194,12 @@ class SecretStore:
         validate: Callable[[str], object] | None = None,
     ) -> str | bytes:
         """The value as put; ``validate`` checks the name only when nothing is stored under it."""
-        ring = self.keyring
-        row = self.db.query_one(
-            self._get_value, {"scope": scope, "ns": namespace, "p": pipeline, "name": name}
-        )
-        if row is None:
-            if validate is not None:
-                validate(name)
-            raise self._not_found(scope, namespace, pipeline, name)
-        sealed, is_text = row
-        plaintext = ring.unseal(sealed, secret_aad_for(scope, namespace, pipeline, name))
-        return plaintext.decode("utf-8") if is_text else plaintext
+        return self._open_row(self._get_value, scope, namespace, pipeline, name, validate=validate)[0]
 
     def get_global_for(self, namespace: str, name: str) -> str | bytes:
         """A global secret, if ``namespace`` matches one of its allowed globs (full match)."""
-        value, allowed = self._open_row("global", _GLOBAL, _GLOBAL, name)
-        if not _allowed(namespace, allowed):
+        value, (allowed,) = self._open_row(self._get, "global", _GLOBAL, _GLOBAL, name)
+        if not _allowed(namespace, _patterns(allowed)):
             raise VaultError(
                 f"namespace {namespace!r} may not read global secret {name!r}; add a matching pattern to "
                 "its namespaces (e.g. with global_secrets.put(..., namespaces=[...], overwrite=True))"
@@ -236,15 +227,26 @@ class SecretStore:
         return found
 
     def _open_row(
-        self, scope: Scope, namespace: str, pipeline: str, name: str
-    ) -> tuple[str | bytes, list[str]]:
+        self,
+        statement: str,
+        scope: Scope,
+        namespace: str,
+        pipeline: str,
+        name: str,
+        *,
+        validate: Callable[[str], object] | None = None,
+    ) -> tuple[str | bytes, tuple[Any, ...]]:
+        """The value of a row read by ``statement`` (sealed, is_text, then any other columns), as it
+        was put, and those other columns. On a miss, ``validate`` (if given) checks the name first."""
         ring = self.keyring
-        row = self.db.query_one(self._get, {"scope": scope, "ns": namespace, "p": pipeline, "name": name})
+        row = self.db.query_one(statement, {"scope": scope, "ns": namespace, "p": pipeline, "name": name})
         if row is None:
+            if validate is not None:
+                validate(name)
             raise self._not_found(scope, namespace, pipeline, name)
-        sealed, is_text, allowed = row
+        sealed, is_text, *rest = row
         plaintext = ring.unseal(sealed, secret_aad_for(scope, namespace, pipeline, name))
-        return (plaintext.decode("utf-8") if is_text else plaintext), _patterns(allowed)
+        return (plaintext.decode("utf-8") if is_text else plaintext), tuple(rest)
 
     def _info(self, scope: Scope, namespace: str, pipeline: str, name: str) -> SecretInfo:
         row = self.db.query_one(
