@@ -47,32 +47,16 @@ def _store(folder: Path) -> Any:
     )
 
 
-def secret_get(names: list[str], lookups: list[str]) -> RoundFn:
+def timed_gets(collection: str, names: list[str], lookups: list[str]) -> RoundFn:
+    """Put ``names`` into ``pipe.<collection>`` ("secrets" or "objects"), then time the lookups."""
+
     def run(folder: Path) -> float:
         store = _store(folder)
         try:
-            secrets = store.pipeline("bench", "vault").secrets
+            handle = getattr(store.pipeline("bench", "vault"), collection)
             for name in names:
-                secrets.put(name, VALUE)
-            get = secrets.get
-            lap = stopwatch()
-            for name in lookups:
-                get(name)
-            return lap()
-        finally:
-            store.close()
-
-    return run
-
-
-def object_get(names: list[str], lookups: list[str]) -> RoundFn:
-    def run(folder: Path) -> float:
-        store = _store(folder)
-        try:
-            objects = store.pipeline("bench", "vault").objects
-            for name in names:
-                objects.put(name, VALUE)
-            get = objects.get
+                handle.put(name, VALUE)
+            get = handle.get
             lap = stopwatch()
             for name in lookups:
                 get(name)
@@ -144,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"secret get vs object get: {n_gets} gets/round, {rounds} rounds", file=sys.stderr)
     samples = interleave(
-        {"secret get": secret_get(names, lookups), "object get": object_get(names, lookups)},
+        {
+            "secret get": timed_gets("secrets", names, lookups),
+            "object get": timed_gets("objects", names, lookups),
+        },
         rounds,
         base=args.tmpdir,
         progress="get",
