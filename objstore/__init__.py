@@ -1,8 +1,9 @@
 """objstore: the storage engine a CI orchestrator embeds.
 
 Pipeline objects (artifacts shared by every run of a pipeline, kept up to a count limit), run objects
-(artifacts of one run, expired a fixed number of runs later), in SQLite by default with large content in a
-content-addressed blob store.
+(artifacts of one run, expired a fixed number of runs later), an encrypted secret vault, an event log and
+task execution logs pruned on a schedule; in SQLite by default with large content in a content-addressed
+blob store.
 
 >>> import objstore
 >>> with objstore.open("objstore.toml") as store:          # doctest: +SKIP
@@ -31,15 +32,17 @@ from objstore.errors import (
     SecretNotFound,
     StorageBusy,
     StorageError,
+    TaskLogNotFound,
     VaultError,
     WrongEncryptionKey,
 )
-from objstore.types import CheckReport, GCReport, ObjectInfo, PruneReport, RunInfo, SecretInfo
+from objstore.types import CheckReport, Event, GCReport, ObjectInfo, PruneReport, RunInfo, SecretInfo
 
 if TYPE_CHECKING:
     from objstore.config import Settings
     from objstore.engine import ObjStore, open
-    from objstore.handles import Objects, Pipeline, Run
+    from objstore.handles import Events, Objects, Pipeline, Run
+    from objstore.stores.task_logs import TaskLog
 
 # The engine pulls in pydantic and the database layer: load it on first use, so that the command line's
 # --help and the light submodules (errors, types) stay fast to import.
@@ -50,6 +53,8 @@ _LAZY = {
     "Objects": "objstore.handles",
     "Pipeline": "objstore.handles",
     "Run": "objstore.handles",
+    "Events": "objstore.handles",
+    "TaskLog": "objstore.stores.task_logs",
 }
 
 
@@ -71,6 +76,8 @@ __all__ = [
     "CheckReport",
     "Clock",
     "ConfigError",
+    "Event",
+    "Events",
     "FakeClock",
     "GCReport",
     "IntegrityError",
@@ -95,6 +102,8 @@ __all__ = [
     "StorageBusy",
     "StorageError",
     "SystemClock",
+    "TaskLog",
+    "TaskLogNotFound",
     "VaultError",
     "WrongEncryptionKey",
     "__version__",

@@ -47,6 +47,7 @@ __all__ = [
     "HOST_SECTIONS",
     "NEW_KEY_ENV_VAR",
     "PLACEHOLDER_KEY",
+    "SHARED_SECTIONS",
     "ApiSettings",
     "BlobSettings",
     "BlobStore",
@@ -57,6 +58,7 @@ __all__ = [
     "ObjectStoreSqlite",
     "PostgresSettings",
     "S3BlobStore",
+    "SchedulerSettings",
     "SecretStorePostgres",
     "SecretStoreSettings",
     "SecretStoreSqlite",
@@ -80,7 +82,10 @@ _MAKE_KEY_HINT = (
 )
 
 # The host application's sections and keys (Gofer's configuration reference): accepted and ignored.
-HOST_SECTIONS = frozenset({"scheduler", "extensions", "external_events"})
+HOST_SECTIONS = frozenset({"extensions", "external_events"})
+# Sections shared with the host: Gofer's [scheduler] configures its container scheduler (engine, docker,
+# ...); objstore reads only its own keys there (SchedulerSettings) and leaves every other key alone.
+SHARED_SECTIONS = frozenset({"scheduler"})
 HOST_KEYS: Mapping[str, frozenset[str]] = {
     "api": frozenset(
         {
@@ -200,6 +205,37 @@ class ApiSettings(_Section):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError('must be longer than zero, e.g. "3h"')
+        return value
+
+
+class SchedulerSettings(_Section):
+    enabled: bool = Field(
+        True,
+        description="Run the pruning jobs on a schedule in `objstore serve` (and "
+        "ObjStore.start_scheduler()). Set false when cron runs `objstore prune` instead. Other keys of "
+        "this section belong to the host.",
+    )
+    prune_interval: Duration = Field(
+        timedelta(minutes=15),
+        description="How often expired run objects and task logs, objects over the pipeline limit and "
+        "unreferenced blobs are pruned (events follow api.event_prune_interval).",
+    )
+    lease_ttl: Duration = Field(
+        timedelta(seconds=60),
+        description="How long a pruning job's lease lasts without renewal: of several processes sharing "
+        "the databases one prunes at a time, and a crashed one is taken over after this long.",
+    )
+    misfire_grace_time: Duration = Field(
+        timedelta(minutes=10),
+        description="A scheduled job that could not start on time (the process was busy or suspended) still "
+        "runs if it is late by less than this; missed runs are coalesced into one.",
+    )
+
+    @field_validator("prune_interval", "lease_ttl", "misfire_grace_time")
+    @classmethod
+    def _at_least_a_second(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError('must be at least one second, e.g. "60s"')
         return value
 
 
@@ -398,6 +434,12 @@ class Settings(BaseSettings):
         default_factory=SecretStoreSettings, description="Encrypted secrets of pipelines and global secrets."
     )
     server: ServerSettings = Field(default_factory=ServerSettings, description="Event log and runs database.")
+    scheduler: SchedulerSettings = Field(
+        default_factory=SchedulerSettings,
+        description="The pruning scheduler (events, expired run data, unreferenced blobs). The host "
+        "application may keep its own keys in this section ([scheduler] engine, docker, ...): objstore "
+        "leaves them alone.",
+    )
     development: DevelopmentSettings = Field(
         default_factory=DevelopmentSettings, description="Development switches; keep them off in production."
     )
@@ -530,6 +572,7 @@ _SHAPE = SettingsShape(
     store_types=_STORE_TYPES,
     host_sections=HOST_SECTIONS,
     host_keys=HOST_KEYS,
+    shared_sections=SHARED_SECTIONS,
     env_var_name=env_var_name,
     env_prefix=ENV_PREFIX,
     env_not_settings=frozenset({CONFIG_ENV_VAR, NEW_KEY_ENV_VAR, DEBUG_ENV_VAR}),

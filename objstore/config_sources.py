@@ -36,6 +36,9 @@ class SettingsShape:
     store_types: Mapping[str, type[BaseModel]]
     host_sections: frozenset[str]
     host_keys: Mapping[str, frozenset[str]]
+    # Sections shared with the host: objstore's keys are checked, any other key is the host's unless it
+    # looks like a misspelling of one of objstore's.
+    shared_sections: frozenset[str]
     env_var_name: Callable[[Iterable[str]], str]
     env_prefix: str
     # Variables with env_prefix that are not settings, and a prefix of more of them.
@@ -197,11 +200,14 @@ def _check_keys(
 ) -> dict[str, Any]:
     owned: dict[str, Any] = {}
     host = shape.host_keys.get(section, frozenset())
+    shared = section in shape.shared_sections
     for key, value in table.items():
         if key in model.model_fields:
             owned[key] = _owned_table(
                 model, key, value, section=f"{section}.{key}", where=where, problems=problems, shape=shape
             )
+        elif shared and not _closest(key, model.model_fields, 0.8):
+            continue  # the host's key
         elif key not in host:
             candidates = [*model.model_fields, *host]
             problems.append(

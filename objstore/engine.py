@@ -11,7 +11,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from objstore.blobs.base import BlobBackend
 from objstore.blobs.filesystem import FilesystemBlobBackend
@@ -20,17 +20,26 @@ from objstore.config import DEFAULT_ENCRYPTION_KEY, PLACEHOLDER_KEY, Settings
 from objstore.db.database import Database
 from objstore.db.migrate import SchemaStatus, ensure_schema, schema_status, upgrade
 from objstore.errors import ConfigError, InvalidValue, ObjStoreError, VaultError
-from objstore.handles import Pipeline
+from objstore.handles import Events, Pipeline, Stores
 from objstore.masking import Masker
 from objstore.names import validate_id
+from objstore.pruner import Pruner
+from objstore.retention import RetentionJobs, RunDataExpiry
 from objstore.secret_handles import GlobalSecrets
+from objstore.stats import collect_stats
 from objstore.stores.content import ContentStore
+from objstore.stores.events import EventStore
+from objstore.stores.leases import Leases
 from objstore.stores.maintenance import Maintenance
 from objstore.stores.objects import ObjectStore
 from objstore.stores.rotation import rotate_data_key, rotate_encryption_key
 from objstore.stores.runs import RunStore
 from objstore.stores.secrets import SecretStore, open_keyring
-from objstore.types import CheckReport, GCReport, PruneReport
+from objstore.stores.task_logs import TaskLogStore
+from objstore.types import CheckReport, GCReport, PruneReport, StoreStats
+
+if TYPE_CHECKING:
+    from objstore.scheduler import PruneScheduler
 
 __all__ = ["ObjStore", "open"]
 
@@ -57,6 +66,7 @@ class ObjStore:
         self._closed = False
         self._close_lock = threading.Lock()
         self._databases: dict[str, Database] = {}
+        self._scheduler: PruneScheduler | None = None
         try:
             self._open()
         except BaseException:
@@ -80,17 +90,46 @@ class ObjStore:
                 ensure_schema(database, auto_upgrade=True)
         self.blob_backend = _blob_backend(settings)
         self.content = ContentStore(self.blob_backend, threshold=settings.blobs.threshold)
+        self.event_store = EventStore(self.server_db, clock=self.clock)
+        notify = self.event_store.emit_quietly
         self.objects = ObjectStore(
             self.object_db,
             self.content,
             clock=self.clock,
             pipeline_object_limit=settings.object_store.pipeline_object_limit,
             run_object_expiry=settings.object_store.run_object_expiry,
+            notify=notify,
         )
-        self.runs = RunStore(self.server_db, clock=self.clock)
+        self.runs = RunStore(self.server_db, clock=self.clock, events=self.event_store)
+        self.task_logs = TaskLogStore(
+            settings.api.task_execution_logs_dir,
+            expiry=settings.api.task_execution_log_expiry,
+            latest_run=self.runs.latest,
+            clock=self.clock,
+        )
         self.maintenance = Maintenance(self.object_db, self.content)
         self.secrets = self._open_vault()
+        self.secrets.notify = notify
         self.global_secrets = GlobalSecrets(self.secrets)
+        self.events = Events(self.event_store)
+        expiry = RunDataExpiry(self.objects, self.task_logs, self.event_store)
+        self._stores = Stores(self.objects, self.runs, self.secrets, self.task_logs, expiry)
+        jobs = RetentionJobs(
+            events=self.event_store,
+            runs=self.runs,
+            expiry=expiry,
+            maintenance=self.maintenance,
+            clock=self.clock,
+            event_retention=settings.api.event_log_retention,
+            gc_grace=lambda: self.settings.blobs.gc_grace_period,
+        )
+        self.pruner = Pruner(
+            jobs.jobs(),
+            leases=Leases(self.server_db, clock=self.clock),
+            events=self.event_store,
+            clock=self.clock,
+            lease_ttl=settings.scheduler.lease_ttl,
+        )
 
     def _open_vault(self) -> SecretStore:
         # Without a usable key, objects keep working and secret calls raise the VaultError that says
@@ -126,11 +165,7 @@ class ObjStore:
         """A handle on one pipeline; the ids are validated, nothing is read or written."""
         self._check_open()
         return Pipeline(
-            self.objects,
-            self.runs,
-            self.secrets,
-            validate_id(namespace, "namespace"),
-            validate_id(pipeline, "pipeline id"),
+            self._stores, validate_id(namespace, "namespace"), validate_id(pipeline, "pipeline id")
         )
 
     def mask(self, text: str, *, namespace: str | None = None, pipeline: str | None = None) -> str:
@@ -179,10 +214,51 @@ class ObjStore:
         return self.maintenance.check(fix=fix, verify=verify)
 
     def prune(self, *, dry_run: bool = False) -> PruneReport:
-        """Run every retention job once: expired run objects, then unreferenced blobs."""
-        run_objects = self.expire_run_objects(dry_run=dry_run)
-        garbage = self.collect_garbage(dry_run=dry_run)
-        return PruneReport(run_objects=run_objects, blobs=garbage.blobs_removed, dry_run=dry_run)
+        """Run every retention job once and report what each removed (or would remove, with ``dry_run``):
+
+        events older than ``api.event_log_retention``; run objects and task logs of expired runs in every
+        pipeline, and objects over the pipeline limit; then blob content no object uses (past
+        ``blobs.gc_grace_period``). A job that another process is running (it holds the job's lease) is
+        skipped and named in ``report.skipped``.
+        """
+        self._check_open()
+        return self.pruner.run_all(dry_run=dry_run)
+
+    def start_scheduler(self) -> PruneScheduler | None:
+        """Run the pruning jobs in a background thread: events every ``api.event_prune_interval``, the
+        others every ``scheduler.prune_interval``; each also runs once now. None (and nothing started)
+        when ``scheduler.enabled`` is false. :meth:`close` stops it."""
+        self._check_open()
+        if not self.settings.scheduler.enabled:
+            return None
+        if self._scheduler is None:
+            from objstore.scheduler import PruneScheduler
+
+            interval = self.settings.scheduler.prune_interval
+            self._scheduler = PruneScheduler(
+                self.pruner,
+                intervals={
+                    "events": self.settings.api.event_prune_interval,
+                    "expiry": interval,
+                    "blobs": interval,
+                },
+                misfire_grace_time=self.settings.scheduler.misfire_grace_time,
+            )
+            self._scheduler.start()
+        return self._scheduler
+
+    def stats(self) -> StoreStats:
+        """Counts and bytes of every store: objects, blobs, secrets, events, task logs, database files."""
+        self._check_open()
+        return collect_stats(
+            objects=self.objects,
+            runs=self.runs,
+            secrets=self.secrets,
+            events=self.event_store,
+            task_logs=self.task_logs,
+            blobs=self.blob_backend,
+            databases=list(self._databases.values()),
+        )
 
     def rotate_encryption_key(self, new_key: str) -> bool:
         """Re-wrap the vault's data keys with ``new_key`` (then configure it); False if already done.
@@ -231,6 +307,9 @@ class ObjStore:
             if self._closed:
                 return
             self._closed = True
+        scheduler, self._scheduler = getattr(self, "_scheduler", None), None
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
         for database in self._databases.values():
             database.close()
         backend: BlobBackend | None = getattr(self, "blob_backend", None)

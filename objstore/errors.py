@@ -14,9 +14,10 @@ secret value or an encryption key.
     ├── NotFound
     │   ├── ObjectNotFound
     │   ├── SecretNotFound
-    │   └── RunNotFound
+    │   ├── RunNotFound
+    │   └── TaskLogNotFound
     ├── AlreadyExists            put of an existing key or name without overwrite=True
-    ├── RunExpired               put into a run whose objects have expired
+    ├── RunExpired               put into a run whose objects (or task logs) have expired
     ├── IntegrityError           stored bytes do not match their sha256, or rows point at missing content
     ├── VaultError               the secret store cannot be used as configured
     │   └── WrongEncryptionKey   the configured key does not open the stored secrets
@@ -43,6 +44,7 @@ __all__ = [
     "SecretNotFound",
     "StorageBusy",
     "StorageError",
+    "TaskLogNotFound",
     "VaultError",
     "WrongEncryptionKey",
 ]
@@ -83,12 +85,17 @@ class RunNotFound(NotFound):
     """The pipeline has no run of that number."""
 
 
+class TaskLogNotFound(NotFound):
+    """Nothing was written to that task's log, or the run's logs have expired."""
+
+
 class AlreadyExists(ObjStoreError):
     """A put of an existing key or name without ``overwrite=True``."""
 
 
 class RunExpired(ObjStoreError):
-    """The run's objects have expired (``object_store.run_object_expiry`` runs have started since)."""
+    """The run's objects or task logs have expired (``object_store.run_object_expiry`` or
+    ``api.task_execution_log_expiry`` runs have started since)."""
 
 
 class IntegrityError(ObjStoreError):

@@ -37,8 +37,8 @@ _HEADER = """\
 # Each key is shown with its default value; delete a key to use its default. Every key can also be
 # set by the environment variable named above it, which wins over this file. Relative paths are
 # relative to the folder of this file. Durations: "4380h", "3h", "15m", "30s", or whole seconds.
-# The host application's own sections and keys ([scheduler], [extensions], api.log_level, ...) may
-# live in this file too: objstore ignores them.
+# The host application's own sections and keys ([extensions], api.log_level, the container
+# scheduler's keys in [scheduler], ...) may live in this file too: objstore ignores them.
 """
 # Sections that are optional alternatives: written commented out.
 _ALTERNATIVES = frozenset({"postgres"})

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-__all__ = ["CheckReport", "GCReport", "ObjectInfo", "PruneReport", "RunInfo", "SecretInfo"]
+__all__ = [
+    "CheckReport",
+    "Event",
+    "GCReport",
+    "ObjectInfo",
+    "PruneReport",
+    "RunInfo",
+    "SecretInfo",
+    "StoreStats",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +75,26 @@ class CheckReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the event log. ``details`` is the JSON object given to ``emit``."""
+
+    id: int
+    kind: str
+    emitted_at: datetime
+    details: dict[str, Any]
+    namespace: str | None = None
+    pipeline: str | None = None
+    run: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PruneReport:
-    """How many items each retention job removed (or would remove, on a dry run)."""
+    """How many items each retention job removed (or would remove, on a dry run).
+
+    ``skipped`` names the jobs another process was running at the time (it holds their lease);
+    ``interrupted`` those stopped part-way (shutdown, or their lease was lost): the next prune finishes
+    their work.
+    """
 
     run_objects: int = 0
     pipeline_objects: int = 0
@@ -74,3 +102,29 @@ class PruneReport:
     events: int = 0
     task_logs: int = 0
     dry_run: bool = False
+    skipped: tuple[str, ...] = ()
+    interrupted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counts and sizes of everything a store keeps (``ObjStore.stats``)."""
+
+    pipelines: int = 0
+    runs: int = 0
+    pipeline_objects: int = 0
+    pipeline_object_bytes: int = 0
+    run_objects: int = 0
+    run_object_bytes: int = 0
+    inline_bytes: int = 0  # of the object bytes above, those kept in the database rather than as blobs
+    blobs: int = 0
+    blob_bytes: int = 0
+    pipeline_secrets: int = 0
+    global_secrets: int = 0
+    events: int = 0
+    oldest_event: datetime | None = None
+    newest_event: datetime | None = None
+    task_logs: int = 0
+    task_log_bytes: int = 0
+    # Each database file (several roles may share one): its path, what it holds, its bytes with the WAL.
+    databases: list[dict[str, Any]] = field(default_factory=list)

@@ -450,7 +450,16 @@ def test_prune_prints_counts(run: Invoke) -> None:
     dry = run("prune", "--dry-run", "--json")
     assert dry.exit_code == 0, dry.output
     report = json.loads(dry.stdout)
-    assert set(report) == {"run_objects", "pipeline_objects", "blobs", "events", "task_logs", "dry_run"}
+    assert set(report) == {
+        "run_objects",
+        "pipeline_objects",
+        "blobs",
+        "events",
+        "task_logs",
+        "dry_run",
+        "skipped",
+        "interrupted",
+    }
     assert report["dry_run"] is True
     text = run("prune")
     assert text.exit_code == 0

@@ -36,10 +36,19 @@ def check_sha256(value: object) -> str:
     return value
 
 
-def storage_error(exc: OSError, action: str, path: Path | str, *, store: str) -> StorageError:
+def storage_error(
+    exc: OSError,
+    action: str,
+    path: Path | str,
+    *,
+    store: str,
+    folder: str = "blob folder",
+    setting: str = "`blobs` path (blobs.stores path in the config)",
+) -> StorageError:
     """Translate an OSError into a StorageError naming the path, the errno meaning and what to do.
 
-    ``action`` completes "cannot ..." (e.g. "write staging file"); ``store`` names the backend.
+    ``action`` completes "cannot ..." (e.g. "write staging file"); ``store`` names the backend;
+    ``folder`` and ``setting`` name, in the advice, what the user can check or move.
     """
     code = exc.errno
     if code is not None:
@@ -48,18 +57,15 @@ def storage_error(exc: OSError, action: str, path: Path | str, *, store: str) ->
         meaning = str(exc) or type(exc).__name__
     advice: str
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        advice = (
-            "the disk is full; free space on that filesystem or move the `blobs` path "
-            "(blobs.stores path in the config) to a larger disk"
-        )
+        advice = f"the disk is full; free space on that filesystem or move the {setting} to a larger disk"
     elif code in (errno.EACCES, errno.EPERM):
-        advice = "permission denied; check the owner and mode of the blob folder (objstore uses 0700/0600)"
+        advice = f"permission denied; check the owner and mode of the {folder} (objstore uses 0700/0600)"
     elif code == errno.EROFS:
-        advice = "the filesystem is read-only; remount it read-write or move the `blobs` path"
+        advice = f"the filesystem is read-only; remount it read-write or move the {setting}"
     elif code == errno.EIO:
         advice = "the disk reported an I/O error; check the device and run `objstore check` afterwards"
     else:
-        advice = "check the blob folder and the filesystem holding it"
+        advice = f"check the {folder} and the filesystem holding it"
     err = StorageError(f"cannot {action} {path} in {store} ({meaning}): {advice}")
     # Keep the errno machine-readable for callers that branch on it (StorageError is an OSError).
     err.errno = code

@@ -19,7 +19,16 @@ from typing import Any, NoReturn
 import click
 
 import objstore
-from objstore.cli import config_cmd, db_cmd, maintenance_cmd, objects_cmd, runs_cmd, secrets_cmd
+from objstore.cli import (
+    config_cmd,
+    db_cmd,
+    maintenance_cmd,
+    objects_cmd,
+    runs_cmd,
+    secrets_cmd,
+    serve_cmd,
+    stats_cmd,
+)
 from objstore.cli.context import CliState
 from objstore.cli.errors import (
     EXIT_BROKEN_PIPE,
@@ -111,6 +120,8 @@ cli.add_command(secrets_cmd.secrets)
 cli.add_command(maintenance_cmd.check)
 cli.add_command(maintenance_cmd.gc)
 cli.add_command(maintenance_cmd.prune)
+cli.add_command(stats_cmd.stats)
+cli.add_command(serve_cmd.serve)
 
 
 def main() -> NoReturn:

@@ -93,7 +93,11 @@ def gc(grace: str | None, dry_run: bool, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
 @json_option
 def prune(dry_run: bool, as_json: bool) -> None:
-    """Run every retention job once: expired run objects, then unreferenced blobs."""
+    """Run every retention job once: old events, expired run objects and task logs, objects over the
+    pipeline limit, then unreferenced blobs.
+
+    A job that another process is running at the moment (`objstore serve` elsewhere) is skipped.
+    """
     with open_store() as store:
         report = store.prune(dry_run=dry_run)
     if as_json:
@@ -102,10 +106,14 @@ def prune(dry_run: bool, as_json: bool) -> None:
     if dry_run:
         click.echo("dry run: nothing removed; would remove")
     for label, count in (
+        ("events", report.events),
         ("run objects", report.run_objects),
+        ("task logs", report.task_logs),
         ("pipeline objects", report.pipeline_objects),
         ("blobs", report.blobs),
-        ("events", report.events),
-        ("task logs", report.task_logs),
     ):
         click.echo(f"{label}: {count}")
+    if report.skipped:
+        click.echo(f"skipped (another process is running them): {', '.join(report.skipped)}")
+    if report.interrupted:
+        click.echo(f"stopped part-way (the next prune finishes them): {', '.join(report.interrupted)}")

@@ -177,6 +177,44 @@ class Database:
         """
         return self._retrying(lambda: int(self._cursor().execute(sql, params).rowcount))
 
+    def insert(self, sql: str, params: Params) -> int:
+        """Run one INSERT as its own transaction (as ``write_one``); the new row's integer id."""
+
+        def attempt() -> int:
+            row_id = self._cursor().execute(sql, params).lastrowid
+            assert row_id is not None
+            return row_id
+
+        return self._retrying(attempt)
+
+    def reclaim_space(self, *, pages_per_step: int = 2048) -> int:
+        """Give free pages back to the filesystem (incremental vacuum), a bounded step per transaction so
+        that writers wait at most one step; how many pages were freed."""
+        cursor = self._cursor()
+
+        def pragma(statement: str) -> list[Row]:
+            return self._retrying(lambda: cursor.execute(statement).fetchall())
+
+        def free_pages() -> int:
+            return int(pragma("PRAGMA freelist_count")[0][0])
+
+        start = before = free_pages()
+        while before:
+            pragma(f"PRAGMA incremental_vacuum({min(before, pages_per_step)})")
+            after = free_pages()
+            if after >= before:  # not in incremental mode (a database created elsewhere): nothing to do
+                break
+            before = after
+        return start - before
+
+    def size_bytes(self) -> int:
+        """Bytes the database takes on disk, its write-ahead log included."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
     def _gave_up(self) -> StorageBusy:
         return StorageBusy(
             f"{self.label} stayed locked by other writers; try again, or look for a process holding a "

@@ -33,6 +33,8 @@ from objstore.db.revision import SCHEMA_HEAD, VERSION_TABLE
 __all__ = [
     "SCHEMA_HEAD",
     "VERSION_TABLE",
+    "events",
+    "leases",
     "metadata",
     "object_pipelines",
     "objects",
@@ -77,6 +79,36 @@ runs = Table(
     Column("number", Integer, nullable=False),
     Column("started_at", BigInteger, nullable=False),
     PrimaryKeyConstraint("namespace", "pipeline", "number"),
+)
+
+# The event log. AUTOINCREMENT: an id is never reused, even after pruning empties the table, so a reader
+# paging with "after this id" never skips a new event.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(ID_LENGTH), nullable=False),
+    Column("namespace", String(ID_LENGTH), nullable=True),
+    Column("pipeline", String(ID_LENGTH), nullable=True),
+    Column("run", Integer, nullable=True),
+    Column("emitted_at", BigInteger, nullable=False),
+    Column("details", Text, nullable=False),  # JSON object
+    sqlite_autoincrement=True,
+)
+# Retention deletes by age; listing filters by kind or by pipeline, newest first.
+Index("ix_events_emitted_at", events.c.emitted_at)
+Index("ix_events_kind_id", events.c.kind, events.c.id)
+Index("ix_events_namespace_pipeline_id", events.c.namespace, events.c.pipeline, events.c.id)
+
+# Leases: one row per pruning job, so that of several processes embedding the same databases one runs it
+# at a time; a holder that dies stops renewing and the lease passes on once it expires.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(ID_LENGTH), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("acquired_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
 )
 
 # --- object database -----------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ gone; the two transactions are serialised, so neither order can leave a row with
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from objstore.blobs.base import BlobStat
 from objstore.db.database import Connection, Database
 from objstore.errors import IntegrityError
+from objstore.stores.batches import Checkpoint, no_checkpoint
 from objstore.stores.content import ContentStore
 from objstore.stores.objects import describe_scope
 from objstore.types import CheckReport, GCReport
@@ -49,7 +50,13 @@ class Maintenance:
         self._delete_id = sql("DELETE FROM objects WHERE id = :id")
 
     def collect_garbage(
-        self, grace: timedelta, *, staging_grace: timedelta | None = None, dry_run: bool = False
+        self,
+        grace: timedelta,
+        *,
+        staging_grace: timedelta | None = None,
+        dry_run: bool = False,
+        checkpoint: Checkpoint = no_checkpoint,
+        progress: Callable[[int], None] | None = None,
     ) -> GCReport:
         """Remove blobs no row refers to that are older than ``grace``, and stale staging leftovers
         (older than ``staging_grace``, by default ``max(grace, 10 minutes)``: pass zero only when no
@@ -64,11 +71,15 @@ class Maintenance:
         candidates = [blob for blob in backend.iter_blobs() if blob.modified_at < cutoff]
         removed: list[BlobStat] = []
         for batch in _batches(candidates, _GC_BATCH):
+            checkpoint()
 
             def collect(conn: Connection, batch: list[BlobStat] = batch) -> list[BlobStat]:
                 return self._collect(conn, batch, cutoff, dry_run)
 
-            removed.extend(self.db.write(collect))
+            collected = self.db.write(collect)
+            removed.extend(collected)
+            if progress is not None:
+                progress(len(collected))
         staging = 0 if dry_run else backend.remove_stale_staging(staging_cutoff)
         return GCReport(len(removed), sum(blob.size for blob in removed), staging)
 

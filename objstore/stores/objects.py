@@ -7,6 +7,7 @@ that transaction, and re-checked inside it, so a committed row never points at m
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import mimetypes
 import re
@@ -17,6 +18,7 @@ from objstore.clock import Clock
 from objstore.db.database import Connection, Database
 from objstore.errors import AlreadyExists, InvalidValue, ObjectNotFound, RunExpired
 from objstore.stores.content import ContentStore, Source
+from objstore.stores.events import EventSink
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import ObjectInfo
 
@@ -61,8 +63,10 @@ class ObjectStore:
         pipeline_object_limit: int,
         run_object_expiry: int,
         delete_batch: int = 5000,
+        notify: EventSink | None = None,
     ) -> None:
         self.db = database
+        self.notify = notify  # told of evictions, after they commit
         self.content = content
         self.clock = clock
         self.pipeline_object_limit = pipeline_object_limit
@@ -131,6 +135,22 @@ class ObjectStore:
         )
         self._count_expired = sql(
             "SELECT count(*) FROM objects WHERE scope_id = :scope AND run >= 1 AND run <= :through"
+        )
+        self._usage = sql(
+            "SELECT CASE WHEN run = 0 THEN 1 ELSE 0 END, count(*), sum(size), "
+            "sum(CASE WHEN data IS NULL THEN 0 ELSE size END) FROM objects "
+            "GROUP BY CASE WHEN run = 0 THEN 1 ELSE 0 END"
+        )
+        self._count_pipeline = sql("SELECT count(*) FROM objects WHERE scope_id = :scope AND run = 0")
+        self._any_expired = sql(
+            "SELECT 1 FROM objects WHERE scope_id = :scope AND run >= 1 AND run <= :through LIMIT 1"
+        )
+        # Pipelines over the limit (after it was lowered, or objects left by a crash-free but older
+        # writer with a higher limit): the sweep evicts their oldest objects.
+        self._over_limit = sql(
+            "SELECT s.id, s.namespace, s.pipeline, count(*) FROM objects o "
+            "JOIN object_pipelines s ON s.id = o.scope_id WHERE o.run = 0 "
+            "GROUP BY s.id, s.namespace, s.pipeline HAVING count(*) > :limit"
         )
 
     def scope_id(self, namespace: str, pipeline: str, *, create: bool) -> int | None:
@@ -215,9 +235,11 @@ class ObjectStore:
                     raise self._already_exists(namespace, pipeline, run, key)
                 return self._enforce_limit(conn, scope, inserted[0] + self._count_correction)
 
-            self.db.write(work)
+            evicted = self.db.write(work)
         finally:
             self.content.release(content)
+        if evicted:
+            self._evicted(namespace, pipeline, evicted)
         return ObjectInfo(
             key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
         )
@@ -330,10 +352,22 @@ class ObjectStore:
             watermark = max(through, int(state[1]) if state else 0)
             row = self.db.query_one(self._count_expired, {"scope": scope, "through": watermark})
             return int(row[0]) if row else 0
-        mark = {"scope": scope, "last_run": last_run, "through": through}
-        watermark = self.db.write(lambda conn: int(conn.execute(self._raise_watermark, mark).fetchone()[0]))
-        if watermark < 1:
-            return 0
+        state = self.db.query_one(self._run_state, {"scope": scope})
+        if state is not None and state[0] >= last_run and state[1] >= through:
+            # The watermark is already there (the sweep's usual case): delete only if something is left.
+            watermark = int(state[1])
+            if (
+                watermark < 1
+                or self.db.query_one(self._any_expired, {"scope": scope, "through": watermark}) is None
+            ):
+                return 0
+        else:
+            mark = {"scope": scope, "last_run": last_run, "through": through}
+            watermark = self.db.write(
+                lambda conn: int(conn.execute(self._raise_watermark, mark).fetchone()[0])
+            )
+            if watermark < 1:
+                return 0
         batch = {"scope": scope, "through": watermark, "n": self.delete_batch}
         removed = 0
         while True:
@@ -341,6 +375,43 @@ class ObjectStore:
             removed += deleted
             if deleted < self.delete_batch:
                 return removed
+
+    def enforce_limits(self, *, dry_run: bool = False) -> int:
+        """The sweep behind the pipeline object limit: evict the oldest objects of every pipeline holding
+        more than ``pipeline_object_limit`` (after the limit was lowered); how many were (or would be)
+        removed. Each pipeline is one short transaction that recounts under the write lock."""
+        removed = 0
+        limit = self.pipeline_object_limit
+        for scope, namespace, pipeline, count in self.db.query_all(self._over_limit, {"limit": limit}):
+            if dry_run:
+                removed += int(count) - limit
+                continue
+
+            def work(conn: Connection, scope: int = scope) -> list[str]:
+                (current,) = conn.execute(self._count_pipeline, {"scope": scope}).fetchone()
+                return self._enforce_limit(conn, scope, int(current))
+
+            evicted = self.db.write(work)
+            removed += len(evicted)
+            if evicted:
+                self._evicted(namespace, pipeline, evicted)
+        return removed
+
+    def usage(self) -> dict[str, int]:
+        """Counts and bytes of pipeline and run objects, and the bytes kept inline in the database."""
+        found = {"pipeline_objects": 0, "pipeline_object_bytes": 0, "run_objects": 0, "run_object_bytes": 0}
+        inline = 0
+        for is_pipeline, count, size, inline_size in self.db.query_all(self._usage, {}):
+            prefix = "pipeline_object" if is_pipeline else "run_object"
+            found[f"{prefix}s"] = int(count)
+            found[f"{prefix}_bytes"] = int(size or 0)
+            inline += int(inline_size or 0)
+        return {**found, "inline_bytes": inline}
+
+    def _evicted(self, namespace: str, pipeline: str, keys: builtins.list[str]) -> None:
+        if self.notify is not None:
+            details = {"keys": keys, "limit": self.pipeline_object_limit}
+            self.notify("object_evicted", details, namespace=namespace, pipeline=pipeline)
 
     def _check_run_open(self, conn: Connection, scope: int, namespace: str, pipeline: str, run: int) -> None:
         last_run, expired_through = conn.execute(self._run_state, {"scope": scope}).fetchone()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from objstore.clock import Clock
 from objstore.db.database import Connection, Database
 from objstore.errors import RunNotFound
+from objstore.stores.events import EventStore
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import RunInfo
 
@@ -14,9 +15,10 @@ __all__ = ["RunStore"]
 class RunStore:
     """Run numbering and lookup for every pipeline."""
 
-    def __init__(self, database: Database, *, clock: Clock) -> None:
+    def __init__(self, database: Database, *, clock: Clock, events: EventStore | None = None) -> None:
         self.db = database
         self.clock = clock
+        self.events = events  # in the same database: "run_started" commits with the run
         sql = database.sql
         self._ensure_pipeline = sql(
             "INSERT INTO pipelines (namespace, pipeline, last_run, created_at) VALUES (:ns, :p, 0, :at) "
@@ -38,6 +40,7 @@ class RunStore:
         self._list_runs = sql(
             "SELECT number, started_at FROM runs WHERE namespace = :ns AND pipeline = :p ORDER BY number"
         )
+        self._counts = sql("SELECT (SELECT count(*) FROM pipelines), (SELECT count(*) FROM runs)")
         self._all_pipelines = sql(
             "SELECT namespace, pipeline, last_run FROM pipelines ORDER BY namespace, pipeline"
         )
@@ -52,6 +55,10 @@ class RunStore:
             conn.execute(self._ensure_pipeline, {**scope, "at": at})
             (number,) = conn.execute(self._next_number, scope).fetchone()
             conn.execute(self._insert_run, {**scope, "number": number, "at": at})
+            if self.events is not None:
+                self.events.record(
+                    conn, "run_started", {}, namespace=namespace, pipeline=pipeline, run=number
+                )
             return int(number)
 
         return RunInfo(namespace, pipeline, self.db.write(work), started_at)
@@ -74,6 +81,11 @@ class RunStore:
     def all_runs(self, namespace: str, pipeline: str) -> list[RunInfo]:
         rows = self.db.query_all(self._list_runs, {"ns": namespace, "p": pipeline})
         return [RunInfo(namespace, pipeline, int(n), from_micros(at)) for n, at in rows]
+
+    def counts(self) -> tuple[int, int]:
+        """How many pipelines have started runs, and how many runs there are."""
+        row = self.db.query_one(self._counts, {})
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def pipelines(self) -> list[tuple[str, str, int]]:
         """Every pipeline that has started a run, with its latest run number."""

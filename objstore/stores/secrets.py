@@ -19,6 +19,7 @@ from objstore.crypto import kek_from_setting, secret_aad
 from objstore.db.database import Connection, Database
 from objstore.errors import AlreadyExists, InvalidValue, SecretNotFound, VaultError
 from objstore.keyring import Keyring
+from objstore.stores.events import EventSink
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import SecretInfo
 
@@ -91,8 +92,10 @@ class SecretStore:
         *,
         clock: Clock,
         unavailable: VaultError | None = None,
+        notify: EventSink | None = None,
     ) -> None:
         self.db = database
+        self.notify = notify  # told of writes and deletes (names only, never values), after they commit
         self.clock = clock
         self._keyring = keyring
         self._unavailable = unavailable  # why there is no keyring (no key configured, default key, ...)
@@ -116,7 +119,15 @@ class SecretStore:
             "SELECT name, created_at, updated_at FROM secrets "
             "WHERE scope = :scope AND namespace = :ns AND pipeline = :p ORDER BY name"
         )
+        self._count_by_scope = sql("SELECT scope, count(*) FROM secrets GROUP BY scope")
         self._all = sql("SELECT scope, namespace, pipeline, name, sealed, allowed_namespaces FROM secrets")
+
+    def counts(self) -> tuple[int, int]:
+        """How many pipeline secrets and global secrets are stored (no key needed: nothing is opened)."""
+        counts: dict[str, int] = {
+            str(scope): int(n) for scope, n in self.db.query_all(self._count_by_scope, {})
+        }
+        return int(counts.get("pipeline", 0)), int(counts.get("global", 0))
 
     def use_keyring(self, keyring: Keyring) -> None:
         """After a rotation: seal and open with ``keyring`` from now on."""
@@ -163,24 +174,36 @@ class SecretStore:
             "at": to_micros(now),
         }
 
-        def work(conn: Connection) -> None:
+        def work(conn: Connection) -> bool:
             if conn.execute(self._insert, row).rowcount == 1:
-                return
+                return False
             if not overwrite:
                 raise AlreadyExists(
                     f"secret {name!r} already exists in {self._where(scope, namespace, pipeline)}; "
                     "pass overwrite=True (--overwrite) to replace it"
                 )
             conn.execute(self._update, row)
+            return True
 
-        self.db.write(work)
+        replaced = self.db.write(work)
+        self._tell("secret_written", scope, namespace, pipeline, name, replaced=replaced)
         return self._info(scope, namespace, pipeline, name)
+
+    def _tell(self, kind: str, scope: Scope, namespace: str, pipeline: str, name: str, **more: Any) -> None:
+        if self.notify is None:
+            return
+        details = {"scope": scope, "name": name, **more}
+        if scope == "pipeline":
+            self.notify(kind, details, namespace=namespace, pipeline=pipeline)
+        else:
+            self.notify(kind, details)
 
     def delete(self, scope: Scope, namespace: str, pipeline: str, name: str) -> None:
         self.keyring  # noqa: B018 - every secret call explains a missing key the same way
         where = {"scope": scope, "ns": namespace, "p": pipeline, "name": name}
         if self.db.write(lambda conn: conn.execute(self._delete, where).rowcount) == 0:
             raise self._not_found(scope, namespace, pipeline, name)
+        self._tell("secret_deleted", scope, namespace, pipeline, name)
 
     # -- reads ------------------------------------------------------------------------------------------
 
