@@ -22,6 +22,7 @@ import objstore
 from objstore.cli import (
     config_cmd,
     db_cmd,
+    events_cmd,
     maintenance_cmd,
     objects_cmd,
     runs_cmd,
@@ -104,7 +105,7 @@ class ObjstoreGroup(click.Group):
 @click.version_option(objstore.__version__, "--version", prog_name="objstore", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
-    """objstore: pipeline and run objects on SQLite and a content-addressed blob store.
+    """objstore: pipeline and run objects, secrets, events and task logs on SQLite and a blob store.
 
     Errors print one line to stderr and exit non-zero: 3 configuration, 4 not found, 5 already exists,
     6 invalid name or value, 7 run expired, 8 integrity, 9 vault, 10 busy, 11 storage, 12 schema.
@@ -120,6 +121,8 @@ cli.add_command(secrets_cmd.secrets)
 cli.add_command(maintenance_cmd.check)
 cli.add_command(maintenance_cmd.gc)
 cli.add_command(maintenance_cmd.prune)
+cli.add_command(events_cmd.events)
+cli.add_command(events_cmd.logs)
 cli.add_command(stats_cmd.stats)
 cli.add_command(serve_cmd.serve)
 

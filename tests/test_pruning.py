@@ -1,0 +1,200 @@
+"""Retention jobs: expiry sweeps, lowered settings, dry runs, leases, stopping, and the scheduler."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from objstore import ConfigError, FakeClock
+from objstore.config import Settings
+from objstore.stores.batches import BatchSizer, JobStopped
+from objstore.stores.leases import Leases, new_holder_id
+from tests.conftest import StoreFactory
+
+
+def test_expiry_2_over_runs_1_to_10(make_store: StoreFactory, data_dir: Path) -> None:
+    store = make_store(object_store={"run_object_expiry": 2}, api={"task_execution_log_expiry": 2})
+    pipe = store.pipeline("default", "build")
+    for _ in range(10):
+        run = pipe.start_run()
+        run.objects.put("junit.xml", b"<xml/>")
+        run.objects.put("big.bin", b"b" * 300_000)  # a blob too
+        run.task_log("compile").write("x\n")
+    for number in range(1, 9):
+        assert pipe.run(number).objects.list() == []
+        assert not pipe.run(number).task_log("compile").exists()
+    for number in (9, 10):
+        assert sorted(o.key for o in pipe.run(number).objects.list()) == ["big.bin", "junit.xml"]
+        assert pipe.run(number).task_log("compile").read() == b"x\n"
+    # Nothing left for the sweep: start_run did all of it.
+    report = store.prune()
+    assert (report.run_objects, report.task_logs) == (0, 0)
+
+
+def test_lowered_pipeline_limit_is_enforced_by_the_sweep(make_store: StoreFactory) -> None:
+    store = make_store(object_store={"pipeline_object_limit": 10})
+    pipe = store.pipeline("default", "build")
+    for i in range(10):
+        pipe.objects.put(f"k{i}", b"v")
+    store.close()
+    lowered = make_store(object_store={"pipeline_object_limit": 4})
+    assert lowered.prune(dry_run=True).pipeline_objects == 6
+    assert len(lowered.pipeline("default", "build").objects.list()) == 10
+    assert lowered.prune().pipeline_objects == 6
+    assert [o.key for o in lowered.pipeline("default", "build").objects.list()] == ["k6", "k7", "k8", "k9"]
+    (evicted,) = lowered.events.list(kind="object_evicted")
+    assert evicted.details["keys"] == [f"k{i}" for i in range(6)]
+
+
+def test_dry_run_changes_nothing(make_store: StoreFactory, data_dir: Path) -> None:
+    clock = FakeClock()
+    store = make_store(clock=clock, object_store={"run_object_expiry": 1}, api={"event_log_retention": "1h"})
+    pipe = store.pipeline("default", "build")
+    pipe.start_run().objects.put("a", b"1")
+    store.events.emit("old")
+    clock.advance(timedelta(hours=2))
+    store.close()
+    # Lower nothing; a second store with expiry 1 sees run 1 as expired only after run 2 starts.
+    store = make_store(clock=clock, object_store={"run_object_expiry": 1}, api={"event_log_retention": "1h"})
+    before = {p.name: p.read_bytes() for p in data_dir.glob("*.db")}
+    report = store.prune(dry_run=True)
+    assert report.dry_run and report.events >= 1
+    assert {p.name: p.read_bytes() for p in data_dir.glob("*.db")} == before
+    assert store.events.list(kind="prune_finished") == []
+
+
+def test_each_job_records_prune_finished(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.prune()
+    records = store.events.list(kind="prune_finished")
+    assert [e.details["job"] for e in records] == ["events", "expiry", "blobs"]
+    for record in records:
+        assert record.details["stopped"] is None
+        assert record.details["started_at"] <= record.details["finished_at"]
+
+
+def test_leases_one_holder_at_a_time(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = make_store(clock=clock)
+    leases = Leases(store.server_db, clock=clock)
+    ttl = timedelta(seconds=30)
+    a, b = new_holder_id("a"), new_holder_id("b")
+    assert leases.acquire("job", a, ttl)
+    assert leases.acquire("job", a, ttl)  # re-entrant for its holder
+    assert not leases.acquire("job", b, ttl)
+    current = leases.current("job")
+    assert current is not None and current.holder == a
+    clock.advance(timedelta(seconds=20))
+    assert leases.renew("job", a, ttl)  # now expires 50 s after the start
+    clock.advance(timedelta(seconds=20))
+    assert not leases.acquire("job", b, ttl)  # renewed: still a's
+    clock.advance(timedelta(seconds=11))
+    assert leases.acquire("job", b, ttl)  # a stopped renewing: b takes over
+    assert not leases.renew("job", a, ttl)  # and a finds out
+    leases.release("job", a)  # a no longer holds it: nothing happens
+    assert leases.current("job").holder == b  # type: ignore[union-attr]
+    leases.release("job", b)
+    assert leases.current("job") is None
+
+
+def test_a_job_held_elsewhere_is_skipped(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = make_store(clock=clock)
+    other = new_holder_id("elsewhere")
+    assert store.pruner.leases.acquire("prune:events", other, timedelta(minutes=1))
+    report = store.prune()
+    assert report.skipped == ("events",)
+    assert [e.details["job"] for e in store.events.list(kind="prune_finished")] == ["expiry", "blobs"]
+    clock.advance(timedelta(minutes=2))  # the holder died: its lease expires
+    assert store.prune().skipped == ()
+
+
+def test_a_stopped_job_reports_what_it_did(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = make_store(clock=clock, api={"event_log_retention": "1h"})
+    conn = sqlite3.connect(store.server_db.path)
+    old = int((clock.now() - timedelta(hours=2)).timestamp() * 1_000_000)
+    conn.executemany(
+        "INSERT INTO events (kind, emitted_at, details) VALUES ('old', ?, '{}')", [(old,)] * 30_000
+    )
+    conn.commit()
+    conn.close()
+    calls = 0
+    original = store.event_store.prune_batches
+
+    def slow_batches(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        for count in original(*args, **kwargs, sizer=BatchSizer(initial=1000, maximum=1000)):  # type: ignore[arg-type]
+            calls += 1
+            if calls == 3:
+                store.pruner.stop()
+            yield count
+
+    store.event_store.prune_batches = slow_batches  # type: ignore[method-assign]
+    result = store.pruner.run("events")
+    assert result.stopped == "shutting down"
+    assert result.removed == {"events": 3000}
+    (record,) = store.events.list(kind="prune_finished")
+    assert record.details["removed"] == {"events": 3000} and record.details["stopped"] == "shutting down"
+    assert store.pruner.leases.current("prune:events") is None  # released
+
+
+def test_batch_sizer_aims_at_its_time_budget() -> None:
+    sizer = BatchSizer(target=0.01, initial=100, maximum=100_000)
+
+    def batch(size: int) -> int:
+        time.sleep(size * 1e-6)  # 1 µs a row: the budget fits about 10,000 rows
+        return size
+
+    for _ in range(12):
+        sizer.run(batch)
+    assert 3_000 <= sizer.size <= 20_000
+    assert sizer.run(lambda size: size - 1) == sizer.size - 1  # a partial batch: the last one
+
+
+def test_job_stopped_carries_its_reason() -> None:
+    assert JobStopped("lost its lease").reason == "lost its lease"
+
+
+def test_scheduler_runs_the_jobs_and_stops_on_close(make_store: StoreFactory) -> None:
+    store = make_store(scheduler={"prune_interval": "1s"}, api={"event_prune_interval": "1s"})
+    scheduler = store.start_scheduler()
+    assert scheduler is not None and scheduler.running
+    assert store.start_scheduler() is scheduler  # one per store
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        jobs = {e.details["job"] for e in store.events.list(kind="prune_finished", limit=1000)}
+        if jobs == {"events", "expiry", "blobs"}:
+            break
+        time.sleep(0.1)
+    assert jobs == {"events", "expiry", "blobs"}
+    store.close()
+    assert not scheduler.running
+    assert not any(t.name.startswith("APScheduler") for t in threading.enumerate() if t.is_alive())
+
+
+def test_scheduler_can_be_switched_off(make_store: StoreFactory) -> None:
+    store = make_store(scheduler={"enabled": False})
+    assert store.start_scheduler() is None
+
+
+def test_scheduler_section_is_shared_with_the_host(tmp_path: Path) -> None:
+    config = tmp_path / "gofer.toml"
+    config.write_text(
+        '[scheduler]\nengine = "docker"\nenabled = false\nlease_ttl = "30s"\n'
+        "[scheduler.docker]\nprune = true\nprune_interval = 604800\n"
+    )
+    settings = Settings.load(config)
+    assert settings.scheduler.enabled is False
+    assert settings.scheduler.lease_ttl == timedelta(seconds=30)
+    config.write_text('[scheduler]\nengine = "docker"\nenable = false\n')
+    with pytest.raises(ConfigError, match="'enabled'"):
+        Settings.load(config)
+    config.write_text('[scheduler]\nlease_ttl = "0s"\n')
+    with pytest.raises(ConfigError, match="lease_ttl"):
+        Settings.load(config)
