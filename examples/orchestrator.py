@@ -1,8 +1,9 @@
 """A miniature CI orchestrator embedding objstore, the way a real one would.
 
 Three pipelines in two namespaces run several times. Each run's tasks hand files to each other through
-run objects (a compiled binary, test reports), and share a dependency cache across runs through pipeline
-objects. With a small pipeline object limit and run object expiry, eviction and expiry show in the output.
+run objects (a compiled binary, test reports), share a dependency cache across runs through pipeline
+objects, and write task execution logs. With a small pipeline object limit and small expiries, eviction
+and expiry show in the output; the event log records all of it, and one prune pass ends the session.
 
 Run it:  python examples/orchestrator.py [--data FOLDER] [--runs N]
 """
@@ -32,6 +33,11 @@ path = "secrets.db"
 
 [server]
 storage_path = "objstore.db"
+
+[api]
+task_execution_logs_dir = "task-logs"
+task_execution_log_expiry = 2 # task logs of run R are removed when run R + 2 starts
+event_log_retention = "4380h" # events older than this go at the next prune
 
 [blobs]
 threshold = 65536             # larger values go to the content-addressed blob store
@@ -64,6 +70,9 @@ def run_pipeline(store: objstore.ObjStore, namespace: str, name: str, rng: rando
     threshold = store.settings.blobs.threshold
     # Task "compile": produces a binary (large: blob store) and a build log (small: inline).
     binary = rng.randbytes(rng.randint(150_000, 400_000))
+    with run.task_log("compile") as log:  # finished (marked done) when the block ends
+        log.write(f"compiling {name}\n")
+        log.write(f"linked bin/app: {len(binary)} bytes\n")
     info = run.objects.put("bin/app", binary)
     print(
         f"  compile: stored bin/app ({human(info.size)}, {where(info, threshold)}, sha256 {info.sha256[:12]})"
@@ -75,6 +84,8 @@ def run_pipeline(store: objstore.ObjStore, namespace: str, name: str, rng: rando
         digest = hashlib.sha256(reader.read()).hexdigest()
     report = f'<testsuite name="{name}" tests="{rng.randint(10, 99)}" binary="{digest[:12]}"/>'.encode()
     run.objects.put("reports/junit.xml", report)
+    with run.task_log("test") as log:
+        log.write(f"binary {digest[:12]} verified\n{report.decode()}\n")
     print(f"  test: read bin/app back ({digest[:12]} matches), stored reports/junit.xml")
 
     # The dependency cache is a pipeline object: it changes every other run, and the limit evicts the oldest.
@@ -116,9 +127,22 @@ def main() -> int:
             for namespace, name in PIPELINES:
                 pipe = store.pipeline(namespace, name)
                 live = [n for n in range(1, pipe.latest_run + 1) if pipe.run(n).objects.list()]
+                logged = [n for n in range(1, pipe.latest_run + 1) if pipe.run(n).task_logs()]
                 cached = [o.key for o in pipe.objects.list()]
-                runs = f"{pipe.latest_run} runs, objects kept for runs {live}"
+                runs = f"{pipe.latest_run} runs, objects kept for runs {live}, task logs for runs {logged}"
                 print(f"  {namespace}/{name}: {runs}, cache {cached}")
+            last = store.pipeline("default", "build-app")
+            print(f"  last compile log: {last.run(last.latest_run).task_log('compile').read().decode()!r}")
+            kinds: dict[str, int] = {}
+            for event in store.events.list(limit=10_000):
+                kinds[event.kind] = kinds.get(event.kind, 0) + 1
+            print(f"  events: {', '.join(f'{count} {kind}' for kind, count in sorted(kinds.items()))}")
+            # One pass of every retention job, as `objstore serve` runs them on a schedule.
+            pruned = store.prune()
+            print(
+                f"  prune: {pruned.events} events, {pruned.run_objects} run objects, {pruned.task_logs} task "
+                f"logs, {pruned.blobs} blobs removed (start_run already expired what it could)"
+            )
             # Nothing else writes here now: collect unreferenced content at once, not after the grace period.
             removed = store.collect_garbage(grace=timedelta(0))
             print(

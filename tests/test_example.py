@@ -20,6 +20,9 @@ def test_example_orchestrator_runs_with_eviction_and_expiry(tmp_path: Path) -> N
     out = done.stdout
     assert "evicted cache/deps-1.tar (pipeline_object_limit reached)" in out
     assert "expired: run 6's objects" in out
+    assert "task logs for runs [7, 8]" in out
+    assert "3 object_evicted, 18 run_data_expired, 24 run_started" in out
+    assert "  prune: 0 events, 0 run objects, 0 task logs" in out
     assert out.rstrip().endswith("check: ok")
     # What it left behind is a valid store that a second process can open and read.
     with objstore.open(data / "objstore.toml") as store:
@@ -28,3 +31,5 @@ def test_example_orchestrator_runs_with_eviction_and_expiry(tmp_path: Path) -> N
         assert [o.key for o in pipe.objects.list()] == [f"cache/deps-{n}.tar" for n in (2, 3, 4)]
         assert pipe.run(6).objects.list() == []
         assert len(pipe.run(8).objects.get("bin/app")) > 65536
+        assert pipe.run(8).task_log("compile").finished
+        assert len(store.events.list(kind="run_started", limit=1000)) == 24
