@@ -172,3 +172,20 @@ def test_secret_events_name_the_secret_never_the_value(make_store: StoreFactory,
     raw = b"".join(p.read_bytes() for p in data_dir.glob("objstore.db*"))
     for value in (b"hunter2-value", b"another-value", b"npm-value"):
         assert value not in raw
+
+
+def test_pruning_gives_the_space_back_to_the_filesystem(make_store: StoreFactory, data_dir: Path) -> None:
+    clock = FakeClock()
+    store = make_store(clock=clock, api={"event_log_retention": "1h"})
+    for i in range(3000):
+        store.events.emit("bulky", {"i": i, "padding": "x" * 1000})
+    path = data_dir / "objstore.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = path.stat().st_size
+    clock.advance(timedelta(hours=2))
+    assert store.prune().events == 3000
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    assert path.stat().st_size < before / 4
