@@ -280,11 +280,13 @@ class EventStore:
             params = {"cutoff": cutoff, "n": size}
             return self.db.write(lambda conn: int(conn.execute(self._delete_batch, params).rowcount))
 
-        while True:
-            checkpoint()
-            size = sizer.size
-            deleted = sizer.run(batch)
-            if deleted:
-                yield deleted
-            if deleted < size:
-                return
+        with self.db.checkpoints_between_writes() as between_batches:
+            while True:
+                checkpoint()
+                size = sizer.size
+                deleted = sizer.run(batch)
+                if deleted:
+                    yield deleted
+                if deleted < size:
+                    return
+                between_batches()
