@@ -86,6 +86,8 @@ class Pruner:
             return JobResult(name, counted, seconds=time.perf_counter() - started)
         holder = new_holder_id(name)
         lease = f"prune:{name}"
+        # Counted from before the acquisition: the lease may have been granted at any moment of the call.
+        checkpoint = _LeaseCheckpoint(self, lease, holder)
         if not self.leases.acquire(lease, holder, self.lease_ttl):
             current = self.leases.current(lease)
             by = current.holder if current is not None else "another process"
@@ -93,17 +95,18 @@ class Pruner:
             return JobResult(name, skipped_for=by)
         started_at = self.clock.now()
         started = time.perf_counter()
-        checkpoint = _LeaseCheckpoint(self, lease, holder)
         removed: dict[str, int] = {}
         stopped: str | None = None
         try:
-            job(False, checkpoint, removed)
-        except JobStopped as stop:
-            stopped = stop.reason
+            try:
+                job(False, checkpoint, removed)
+            except JobStopped as stop:
+                stopped = stop.reason
+            result = JobResult(name, removed, stopped=stopped, seconds=time.perf_counter() - started)
+            # Recorded while the lease is still held, so that the records of one job never overlap.
+            self._record(result, holder, started_at)
         finally:
             self.leases.release(lease, holder)
-        result = JobResult(name, removed, stopped=stopped, seconds=time.perf_counter() - started)
-        self._record(result, holder, started_at)
         return result
 
     def _record(self, result: JobResult, holder: str, started_at: datetime) -> None:

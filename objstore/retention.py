@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from objstore.clock import Clock
-from objstore.stores.batches import Checkpoint
+from objstore.stores.batches import Checkpoint, no_checkpoint
 from objstore.stores.events import EventStore
 from objstore.stores.maintenance import Maintenance
 from objstore.stores.objects import ObjectStore
@@ -40,11 +40,21 @@ class RunDataExpiry:
     task_logs: TaskLogStore
     events: EventStore
 
-    def expire(self, namespace: str, pipeline: str, latest: int, *, dry_run: bool = False) -> tuple[int, int]:
+    def expire(
+        self,
+        namespace: str,
+        pipeline: str,
+        latest: int,
+        *,
+        dry_run: bool = False,
+        checkpoint: Checkpoint = no_checkpoint,
+    ) -> tuple[int, int]:
         """Remove the run objects and task logs that ``latest`` makes old; (objects, task logs) removed.
         Records a "run_data_expired" event when something was removed."""
-        objects = self.objects.expire_runs(namespace, pipeline, latest, dry_run=dry_run)
-        logs = self.task_logs.expire(namespace, pipeline, latest, dry_run=dry_run)
+        objects = self.objects.expire_runs(
+            namespace, pipeline, latest, dry_run=dry_run, checkpoint=checkpoint
+        )
+        logs = self.task_logs.expire(namespace, pipeline, latest, dry_run=dry_run, checkpoint=checkpoint)
         if (objects or logs) and not dry_run:
             details = {
                 "latest_run": latest,

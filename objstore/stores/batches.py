@@ -1,8 +1,11 @@
 """Deleting in bounded batches: each batch its own short transaction, sized to a time budget.
 
 Retention jobs delete millions of rows without holding the write lock for long: a batch is sized so that
-its transaction takes about ``target`` seconds on this machine (measured, not guessed), and between
-batches the job calls a checkpoint that may stop it (shutdown, or its lease was lost).
+its transaction takes about ``target`` seconds on this machine (measured, not guessed), and after each
+batch the job pauses for as long as the batch took. Without the pause other writers starve: SQLite's
+busy handler polls the lock with sleeps of up to 100 ms, and almost never lands in the microseconds
+between one batch's COMMIT and the next one's BEGIN. Between batches the job also calls a checkpoint that
+may stop it (shutdown, or its lease was lost).
 """
 
 from __future__ import annotations
@@ -36,9 +39,16 @@ class BatchSizer:
     """
 
     def __init__(
-        self, *, target: float = 0.02, initial: int = 1000, minimum: int = 100, maximum: int = 50_000
+        self,
+        *,
+        target: float = 0.02,
+        initial: int = 1000,
+        minimum: int = 100,
+        maximum: int = 50_000,
+        pause: float = 1.0,
     ) -> None:
         self.target = target
+        self.pause = pause  # after a full batch, sleep this fraction of its duration: writers get their turn
         self.size = initial
         self.minimum = minimum
         self.maximum = maximum
@@ -50,7 +60,9 @@ class BatchSizer:
         done = batch(self.size)
         elapsed = time.perf_counter() - started
         self.longest = max(self.longest, elapsed)
-        if done >= self.size:  # a full batch: there is more, so adapt for the next one
+        if done >= self.size:  # a full batch: there is more, so adapt for the next one and let writers in
             scale = min(self.target / max(elapsed, 1e-6), 2.0)
             self.size = max(self.minimum, min(self.maximum, int(self.size * scale)))
+            if self.pause > 0:
+                time.sleep(elapsed * self.pause)
         return done

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from objstore.clock import Clock
-from objstore.db.database import Database
+from objstore.db.database import Connection, Database
 from objstore.timestamps import from_micros, to_micros
 
 __all__ = ["LeaseInfo", "Leases", "new_holder_id"]
@@ -60,17 +60,23 @@ class Leases:
         self._release = sql("DELETE FROM leases WHERE name = :name AND holder = :holder")
         self._get = sql("SELECT holder, acquired_at, expires_at FROM leases WHERE name = :name")
 
-    def _params(self, name: str, holder: str, ttl: timedelta) -> dict[str, object]:
-        now = self.clock.now()
-        return {"name": name, "holder": holder, "now": to_micros(now), "until": to_micros(now + ttl)}
+    def _change(self, statement: str, name: str, holder: str, ttl: timedelta) -> bool:
+        # The clock is read inside the write transaction, after the write lock is held: read before, a
+        # wait for the lock would be taken off the lease (another process could then take it early).
+        def work(conn: Connection) -> bool:
+            now = self.clock.now()
+            params = {"name": name, "holder": holder, "now": to_micros(now), "until": to_micros(now + ttl)}
+            return int(conn.execute(statement, params).rowcount) == 1
+
+        return self.db.write(work)
 
     def acquire(self, name: str, holder: str, ttl: timedelta) -> bool:
         """Take the lease for ``ttl`` if it is free, expired or already ``holder``'s; True if taken."""
-        return self.db.write_one(self._acquire, self._params(name, holder, ttl)) == 1
+        return self._change(self._acquire, name, holder, ttl)
 
     def renew(self, name: str, holder: str, ttl: timedelta) -> bool:
         """Extend ``holder``'s lease to now + ``ttl``; False if it has expired or passed to another."""
-        return self.db.write_one(self._renew, self._params(name, holder, ttl)) == 1
+        return self._change(self._renew, name, holder, ttl)
 
     def release(self, name: str, holder: str) -> None:
         """Give the lease up (nothing happens if ``holder`` no longer has it)."""

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 from objstore.clock import Clock
 from objstore.db.database import Connection, Database
 from objstore.errors import AlreadyExists, InvalidValue, ObjectNotFound, RunExpired
+from objstore.stores.batches import BatchSizer, Checkpoint, no_checkpoint
 from objstore.stores.content import ContentStore, Source
 from objstore.stores.events import EventSink
 from objstore.timestamps import from_micros, to_micros
@@ -336,12 +337,21 @@ class ObjectStore:
 
     # -- run expiry -------------------------------------------------------------------------------------
 
-    def expire_runs(self, namespace: str, pipeline: str, last_run: int, *, dry_run: bool = False) -> int:
+    def expire_runs(
+        self,
+        namespace: str,
+        pipeline: str,
+        last_run: int,
+        *,
+        dry_run: bool = False,
+        checkpoint: Checkpoint = no_checkpoint,
+    ) -> int:
         """Remove the run objects of every run numbered ``last_run - run_object_expiry`` or lower.
 
         Raises the pipeline's expiry watermark first (so puts into those runs fail from then on), then
-        deletes in bounded batches, each its own short transaction. Costs what it removes: the delete
-        walks an index range of expired runs, which earlier passes have emptied.
+        deletes in bounded batches, each its own short transaction (``BatchSizer``; ``checkpoint`` runs
+        before each). Costs what it removes: the delete walks an index range of expired runs, which
+        earlier passes have emptied.
         """
         through = max(last_run - self.run_object_expiry, 0)
         scope = self.scope_id(namespace, pipeline, create=not dry_run)
@@ -368,12 +378,19 @@ class ObjectStore:
             )
             if watermark < 1:
                 return 0
-        batch = {"scope": scope, "through": watermark, "n": self.delete_batch}
+        sizer = BatchSizer(initial=min(1000, self.delete_batch), maximum=self.delete_batch)
+
+        def batch(size: int) -> int:
+            params = {"scope": scope, "through": watermark, "n": size}
+            return self.db.write(lambda conn: int(conn.execute(self._delete_expired, params).rowcount))
+
         removed = 0
         while True:
-            deleted = self.db.write(lambda conn: int(conn.execute(self._delete_expired, batch).rowcount))
+            checkpoint()
+            size = sizer.size
+            deleted = sizer.run(batch)
             removed += deleted
-            if deleted < self.delete_batch:
+            if deleted < size:
                 return removed
 
     def enforce_limits(self, *, dry_run: bool = False) -> int:

@@ -76,8 +76,17 @@ class TaskLogStore:
         last = self.latest_run(namespace, pipeline) if latest is None else latest
         return max(last - self.expiry, 0)
 
-    def expire(self, namespace: str, pipeline: str, latest: int, *, dry_run: bool = False) -> int:
-        """Remove the logs of every run numbered ``latest - expiry`` or lower; how many task logs."""
+    def expire(
+        self,
+        namespace: str,
+        pipeline: str,
+        latest: int,
+        *,
+        dry_run: bool = False,
+        checkpoint: Checkpoint = no_checkpoint,
+    ) -> int:
+        """Remove the logs of every run numbered ``latest - expiry`` or lower; how many task logs.
+        ``checkpoint`` runs before each run's folder."""
         through = self.expired_through(namespace, pipeline, latest)
         if through < 1:
             return 0
@@ -85,6 +94,7 @@ class TaskLogStore:
         for run, folder in self._run_dirs(namespace, pipeline):
             if run > through:
                 continue
+            checkpoint()
             removed += sum(1 for name in _listdir(folder) if name.endswith(LOG_SUFFIX))
             if not dry_run:
                 _remove_tree(folder)
@@ -101,8 +111,7 @@ class TaskLogStore:
         pipeline (only those with something removed)."""
         removed: dict[tuple[str, str], int] = {}
         for namespace, pipeline, latest in pipelines:
-            checkpoint()
-            count = self.expire(namespace, pipeline, latest, dry_run=dry_run)
+            count = self.expire(namespace, pipeline, latest, dry_run=dry_run, checkpoint=checkpoint)
             if count:
                 removed[(namespace, pipeline)] = count
         return removed
