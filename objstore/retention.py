@@ -26,9 +26,9 @@ from objstore.stores.task_logs import TaskLogStore
 
 __all__ = ["JOB_NAMES", "Job", "RetentionJobs", "RunDataExpiry"]
 
-# One job: (dry_run, checkpoint, tally). It adds what it removes to ``tally`` (by PruneReport field) as it
-# goes, so a job stopped part-way still reports what it did.
-Job = Callable[[bool, Checkpoint, dict[str, int]], None]
+# One job: (dry_run, checkpoint, tally) -> tally. It adds what it removes to ``tally`` (by PruneReport
+# field) as it goes, so a job stopped part-way still reports what it did, and returns it when done.
+Job = Callable[[bool, Checkpoint, dict[str, int]], dict[str, int]]
 JOB_NAMES = ("events", "expiry", "blobs")
 
 
@@ -82,18 +82,19 @@ class RetentionJobs:
     def jobs(self) -> Mapping[str, Job]:
         return {"events": self.prune_events, "expiry": self.expire_run_data, "blobs": self.collect_blobs}
 
-    def prune_events(self, dry_run: bool, checkpoint: Checkpoint, tally: dict[str, int]) -> None:
+    def prune_events(self, dry_run: bool, checkpoint: Checkpoint, tally: dict[str, int]) -> dict[str, int]:
         cutoff = self.clock.now() - self.event_retention
         tally["events"] = 0
         if dry_run:
             tally["events"] = self.events.count_older(cutoff)
-            return
+            return tally
         for removed in self.events.prune_batches(cutoff, checkpoint=checkpoint):
             tally["events"] += removed
         if tally["events"]:
             self.events.db.reclaim_space()
+        return tally
 
-    def expire_run_data(self, dry_run: bool, checkpoint: Checkpoint, tally: dict[str, int]) -> None:
+    def expire_run_data(self, dry_run: bool, checkpoint: Checkpoint, tally: dict[str, int]) -> dict[str, int]:
         tally.update(run_objects=0, task_logs=0, pipeline_objects=0)
         objects = self.expiry.objects
         try:
@@ -109,8 +110,9 @@ class RetentionJobs:
         finally:
             if (tally["run_objects"] or tally["pipeline_objects"]) and not dry_run:
                 objects.db.reclaim_space()
+        return tally
 
-    def collect_blobs(self, dry_run: bool, checkpoint: Checkpoint, tally: dict[str, int]) -> None:
+    def collect_blobs(self, dry_run: bool, checkpoint: Checkpoint, tally: dict[str, int]) -> dict[str, int]:
         tally["blobs"] = 0
 
         def progress(removed: int) -> None:
@@ -119,3 +121,4 @@ class RetentionJobs:
         self.maintenance.collect_garbage(
             self.gc_grace(), dry_run=dry_run, checkpoint=checkpoint, progress=progress
         )
+        return tally
