@@ -58,8 +58,8 @@ class RunDataExpiry:
         if (objects or logs) and not dry_run:
             details = {
                 "latest_run": latest,
-                "run_objects_through": max(latest - self.objects.run_object_expiry, 0),
-                "task_logs_through": max(latest - self.task_logs.expiry, 0),
+                "run_objects_through": self.objects.expired_through(latest),
+                "task_logs_through": self.task_logs.expired_through(namespace, pipeline, latest),
                 "run_objects": objects,
                 "task_logs": logs,
             }

@@ -59,7 +59,6 @@ class BatchSizer:
         started = time.perf_counter()
         done = batch(self.size)
         elapsed = time.perf_counter() - started
-        self.longest = max(self.longest, elapsed)
         if done >= self.size:  # a full batch: there is more, so adapt for the next one and let writers in
             scale = min(self.target / max(elapsed, 1e-6), 2.0)
             self.size = max(self.minimum, min(self.maximum, int(self.size * scale)))

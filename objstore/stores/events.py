@@ -260,10 +260,6 @@ class EventStore:
         row = self.db.query_one(self._count_older, {"cutoff": to_micros(older_than)})
         return int(row[0]) if row else 0
 
-    def prune(self, older_than: datetime, *, checkpoint: Checkpoint = no_checkpoint) -> int:
-        """Delete every event emitted before ``older_than``; how many (see :meth:`prune_batches`)."""
-        return sum(self.prune_batches(older_than, checkpoint=checkpoint))
-
     def prune_batches(
         self, older_than: datetime, *, checkpoint: Checkpoint = no_checkpoint, sizer: BatchSizer | None = None
     ) -> Iterator[int]:

@@ -33,12 +33,6 @@ class LeaseInfo:
     acquired_at: datetime
     expires_at: datetime
 
-    @property
-    def pid(self) -> int | None:
-        """The holder's process id, when it was written by :func:`new_holder_id`."""
-        parts = self.holder.split(":")
-        return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-
 
 class Leases:
     """Named leases in one database."""

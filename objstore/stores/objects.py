@@ -337,6 +337,10 @@ class ObjectStore:
 
     # -- run expiry -------------------------------------------------------------------------------------
 
+    def expired_through(self, last_run: int) -> int:
+        """With ``last_run`` the latest run, run objects of runs numbered up to this are expired."""
+        return max(last_run - self.run_object_expiry, 0)
+
     def expire_runs(
         self,
         namespace: str,
@@ -353,7 +357,7 @@ class ObjectStore:
         before each). Costs what it removes: the delete walks an index range of expired runs, which
         earlier passes have emptied.
         """
-        through = max(last_run - self.run_object_expiry, 0)
+        through = self.expired_through(last_run)
         scope = self.scope_id(namespace, pipeline, create=not dry_run)
         if scope is None:
             return 0
