@@ -19,6 +19,8 @@ from objstore.clock import Clock, SystemClock
 from objstore.config import DEFAULT_ENCRYPTION_KEY, PLACEHOLDER_KEY, Settings
 from objstore.db.database import Database
 from objstore.db.migrate import SchemaStatus, ensure_schema, schema_status, upgrade
+from objstore.db.postgres import PostgresDatabase, mask_password
+from objstore.db.sqlite_database import SqliteDatabase
 from objstore.errors import ConfigError, InvalidValue, ObjStoreError, VaultError
 from objstore.handles import Events, Pipeline, Stores
 from objstore.masking import Masker
@@ -75,19 +77,27 @@ class ObjStore:
 
     def _open(self) -> None:
         settings = self.settings
-        for store in (settings.object_store, settings.secret_store):
-            if store.engine != "sqlite":
-                raise ConfigError(f"engine {store.engine!r} is not available in this version; use 'sqlite'")
-        if settings.server.storage_engine != "sqlite":
-            raise ConfigError(
-                "server.storage_engine 'postgres' is not available in this version; use 'sqlite'"
-            )
-        self.server_db = self._database("server database", settings.server.storage_path)
-        self.object_db = self._database("object database", settings.object_store.sqlite.path)
-        self.secret_db = self._database("secret database", settings.secret_store.sqlite.path)
+        self.server_db = self._database(
+            "server database",
+            settings.server.storage_engine,
+            settings.server.storage_path,
+            settings.server.postgres.url,
+        )
+        self.object_db = self._database(
+            "object database",
+            settings.object_store.engine,
+            settings.object_store.sqlite.path,
+            settings.object_store.postgres.url,
+        )
+        self.secret_db = self._database(
+            "secret database",
+            settings.secret_store.engine,
+            settings.secret_store.sqlite.path,
+            settings.secret_store.postgres.url,
+        )
         if self._upgrade_schema:
             for database in self._databases.values():
-                ensure_schema(database, auto_upgrade=True)
+                ensure_schema(database, auto_upgrade=True)  # PostgreSQL: checked, never changed here
         self.blob_backend = _blob_backend(settings)
         self.content = ContentStore(self.blob_backend, threshold=settings.blobs.threshold)
         self.event_store = EventStore(self.server_db, clock=self.clock)
@@ -148,14 +158,19 @@ class ObjStore:
         keyring = open_keyring(self.secret_db, key.get_secret_value(), clock=self.clock)
         return SecretStore(self.secret_db, keyring, clock=self.clock)
 
-    def _database(self, role: str, path: Path) -> Database:
-        # The three databases may be one file: share one Database (and one set of connections) then.
-        key = os.path.realpath(path)
+    def _database(self, role: str, engine: str, path: Path, url: str | None) -> Database:
+        # The three databases may be one: share one Database (and one set of connections) then.
+        key = f"postgres:{url}" if engine == "postgres" else os.path.realpath(path)
         existing = self._databases.get(key)
         if existing is not None:
             existing.label = existing.label.replace(" database ", f" and {role} ", 1)
             return existing
-        database = Database(Path(path), label=f"{role} {path}")
+        database: Database
+        if engine == "postgres":
+            assert url is not None  # the settings refuse engine "postgres" without a URL
+            database = PostgresDatabase(url, label=f"{role} {mask_password(url)}")
+        else:
+            database = SqliteDatabase(Path(path), label=f"{role} {path}")
         self._databases[key] = database
         return database
 

@@ -47,7 +47,7 @@ def collect_stats(
         task_logs=log_count,
         task_log_bytes=log_bytes,
         databases=[
-            {"path": str(database.path), "holds": database.label, "bytes": database.size_bytes()}
+            {"path": database.location, "holds": database.label, "bytes": database.size_bytes()}
             for database in databases
         ],
     )

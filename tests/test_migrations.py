@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 from conftest import StoreFactory
 
 from objstore.config import Settings
-from objstore.db.database import Database
+from objstore.db.sqlite_database import SqliteDatabase as Database
 from objstore.db.migrate import _alembic_config, ensure_schema, schema_status
 from objstore.db.revision import SCHEMA_HEAD, VERSION_TABLE
 from objstore.db.schema import metadata

@@ -1,45 +1,62 @@
-"""One database: per-thread driver connections for the hot paths, an SQLAlchemy engine for the rest.
+"""One database behind one interface: per-thread driver connections for the hot paths, an SQLAlchemy engine
+for migrations and administration, one busy-retry policy for every write.
 
-Hot paths (put, get, list, start_run) run hand-written, dialect-neutral SQL with ``:name`` parameters on
-a connection held by the calling thread: a pool checkout per call costs more than the query itself.
-Migrations and administrative work use the SQLAlchemy engine, whose connections follow the same policy.
-Write transactions go through :meth:`Database.write`, which applies the one busy-retry policy.
+Hot paths (put, get, list, start_run) run hand-written, dialect-neutral SQL with ``:name`` parameters on a
+connection held by the calling thread: a pool checkout per call costs more than the query itself.
+:meth:`Database.sql` adapts a statement to the driver once, when a store is built. Two implementations:
+:class:`~objstore.db.sqlite_database.SqliteDatabase` and :class:`~objstore.db.postgres.PostgresDatabase`.
+
+Writers are serialised differently on the two: SQLite has one write lock per file (``BEGIN IMMEDIATE``), so
+every write transaction runs alone; PostgreSQL runs them side by side, and a store that counts, numbers or
+checks before it writes asks for :meth:`Database.serialize` on what it counts (a no-op on SQLite).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import sqlite3
 import threading
-import time
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from objstore.db.retry import BusyRetry, is_busy, sleep_before_retry, translate_driver_error
-from objstore.db.sqlite import connect_sqlite
+from objstore.db.retry import BusyRetry, sleep_before_retry
 from objstore.errors import ObjStoreError, StorageBusy
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["Connection", "Database", "Row"]
+__all__ = ["Connection", "Cursor", "Database", "Row"]
 
 T = TypeVar("T")
-Connection = sqlite3.Connection
 Row = tuple[Any, ...]
 Params = Mapping[str, Any]
 
-_DRIVER_ERRORS = (sqlite3.Error,)
-_WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
+
+class Cursor(Protocol):
+    """What the stores use of a driver cursor (sqlite3 and psycopg both have it)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What the stores use of a driver connection inside :meth:`Database.write` / :meth:`Database.read`."""
+
+    def execute(self, sql: Any, parameters: Any = ..., /) -> Any: ...
+
+
 _open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
 def _forget_connections_after_fork() -> None:
-    # A connection inherited across fork() must never be used by the child: it shares the parent's locks.
+    # A connection inherited across fork() must never be used by the child: it shares the parent's locks
+    # (SQLite) or socket (PostgreSQL).
     for database in list(_open_databases):
         database._after_fork()
 
@@ -47,47 +64,111 @@ def _forget_connections_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_connections_after_fork)
 
 
-class Database:
-    """A SQLite database file with objstore's policy. (PostgreSQL arrives behind the same methods.)"""
+class Database(ABC):
+    """A database with objstore's policy; subclasses bring the driver."""
 
-    def __init__(self, path: Path, *, label: str, retry: BusyRetry | None = None) -> None:
-        self.path = path
+    #: SQLAlchemy's name of the dialect: "sqlite" or "postgresql".
+    dialect_name: str
+    #: True when one write transaction at a time runs (SQLite): a single conditional statement is then
+    #: enough to check and write; False (PostgreSQL): use a transaction and :meth:`serialize`.
+    serializes_writes: bool
+    #: Whether a subquery in RETURNING sees the row the statement itself wrote (SQLite: yes; PostgreSQL:
+    #: no, it sees the statement's snapshot).
+    returning_sees_own_write: bool
+    #: Whether opening a store may create or upgrade the schema (SQLite) or ``objstore db upgrade`` must.
+    upgrades_on_open: bool
+    #: The driver's exception classes: these, and only these, are retried or translated.
+    _driver_errors: tuple[type[BaseException], ...]
+
+    def __init__(self, *, label: str, retry: BusyRetry | None = None) -> None:
         self.label = label  # e.g. "object database /srv/ci/objects.db": used in every error message
-        self.dialect_name = "sqlite"
-        # Whether a subquery in RETURNING sees the row the statement itself wrote (SQLite: yes;
-        # PostgreSQL: no, it sees the statement's snapshot).
-        self.returning_sees_own_write = True
         self._retry = retry or BusyRetry()
         self._local = threading.local()
-        self._connections: list[Connection] = []
+        self._connections: list[Any] = []
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._closed = False
-        self._pid = os.getpid()
         _open_databases.add(self)
 
     def __repr__(self) -> str:
-        return f"<Database {self.label}>"
+        return f"<{type(self).__name__} {self.label}>"
 
-    # -- connections ---------------------------------------------------------------------------------
+    # -- what a driver brings ------------------------------------------------------------------------------
 
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the data is, for people: a file path, or a URL without its password."""
+
+    @abstractmethod
     def exists(self) -> bool:
-        """True if the database file exists (looking does not create it, as connecting would)."""
-        return self.path.exists()
+        """False only when the database certainly does not exist yet (looking never creates it)."""
 
-    def connection(self) -> Connection:
-        """This thread's connection, opened on first use."""
-        connection: Connection | None = getattr(self._local, "connection", None)
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new driver connection with the policy applied, in autocommit mode."""
+
+    @abstractmethod
+    def _create_engine(self) -> Engine:
+        """An SQLAlchemy engine whose transactions follow the same policy."""
+
+    @abstractmethod
+    def _is_busy(self, error: BaseException) -> bool:
+        """True for driver errors meaning "another transaction is in the way; run it again"."""
+
+    @abstractmethod
+    def _translate(self, error: BaseException) -> ObjStoreError:
+        """The objstore error for a driver error (never including parameters)."""
+
+    @abstractmethod
+    def _in_transaction(self, connection: Any) -> bool: ...
+
+    @abstractmethod
+    def sql(self, statement: str) -> str:
+        """Adapt a statement written with ``:name`` parameters to this database's driver."""
+
+    @abstractmethod
+    def insert(self, sql: str, params: Params) -> int:
+        """Run one INSERT into a table with an integer ``id`` column as its own transaction; the new id."""
+
+    @abstractmethod
+    def serialize(self, conn: Connection, topic: str, key: int = 0) -> None:
+        """Inside a write transaction: wait until no other transaction holds (``topic``, ``key``), then
+        hold it until this one ends. Stores call it before reading what they are about to change."""
+
+    @abstractmethod
+    def size_bytes(self) -> int:
+        """Bytes objstore's data takes in this database."""
+
+    def reclaim_space(self, *, seconds_per_step: float = 0.015) -> int:
+        """Give free space back after large deletes; how many pages were freed (0 where the database does
+        it by itself)."""
+        return 0
+
+    @contextlib.contextmanager
+    def checkpoints_between_writes(self, *, every: float = 0.25) -> Iterator[Callable[[], None]]:
+        """For a long run of short write transactions on this thread (pruning): yields a function to call
+        between them (a no-op where the database needs nothing)."""
+        yield lambda: None
+
+    def begin_migration(self, connection: Any) -> None:  # noqa: B027 - optional hook
+        """Inside the SQLAlchemy transaction of a schema upgrade, before anything is read: make concurrent
+        upgrades (several processes opening a new database) run one after the other."""
+
+    # -- connections ---------------------------------------------------------------------------------------
+
+    def connection(self) -> Any:
+        """This thread's driver connection, opened on first use."""
+        connection = getattr(self._local, "connection", None)
         if connection is not None:
             return connection
         if self._closed:
             raise ObjStoreError("this store is closed; open a new one with objstore.open()")
+        connect_errors: tuple[type[BaseException], ...] = (*self._driver_errors, OSError)
         try:
-            connection = connect_sqlite(self.path)
-        except _DRIVER_ERRORS as error:
-            raise translate_driver_error(error, self.label) from None
-        except OSError as error:
-            raise translate_driver_error(error, self.label) from None
+            connection = self._connect()
+        except connect_errors as error:
+            raise self._translate(error) from None
         with self._lock:
             self._connections.append(connection)
         self._local.connection = connection
@@ -95,35 +176,29 @@ class Database:
         self._local.cursor = connection.cursor()
         return connection
 
-    def _cursor(self) -> sqlite3.Cursor:
-        cursor: sqlite3.Cursor | None = getattr(self._local, "cursor", None)
+    def _cursor(self) -> Any:
+        cursor = getattr(self._local, "cursor", None)
         if cursor is None:
             self.connection()
             cursor = self._local.cursor
         return cursor
 
+    def _drop_connection(self) -> None:
+        """Forget (and close) this thread's connection after it broke: the next call opens a new one."""
+        connection = getattr(self._local, "connection", None)
+        self._local = threading.local()  # only this thread's slot: other threads keep theirs
+        if connection is not None:
+            with self._lock:
+                if connection in self._connections:
+                    self._connections.remove(connection)
+            with contextlib.suppress(Exception):
+                connection.close()
+
     @property
     def engine(self) -> Engine:
-        """An SQLAlchemy engine with the same policy; every transaction it begins is ``BEGIN IMMEDIATE``."""
+        """An SQLAlchemy engine with the same policy (created on first use)."""
         if self._engine is None:
-            # Imported here: SQLAlchemy is only needed for migrations and administration, and importing
-            # it would double the time to open a store.
-            from sqlalchemy import create_engine, event
-            from sqlalchemy.pool import NullPool
-
-            path = self.path
-            engine = create_engine(
-                "sqlite://",
-                creator=lambda: connect_sqlite(path),
-                poolclass=NullPool,
-                hide_parameters=True,  # values may be secrets: never echo them in errors or logs
-            )
-
-            @event.listens_for(engine, "begin")
-            def _begin_immediate(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-            self._engine = engine
+            self._engine = self._create_engine()
         return self._engine
 
     def close(self) -> None:
@@ -132,7 +207,7 @@ class Database:
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:
-            with contextlib.suppress(sqlite3.Error):  # best effort: the process may be exiting
+            with contextlib.suppress(Exception):  # best effort: the process may be exiting
                 connection.close()
         self._local = threading.local()
         if self._engine is not None:
@@ -145,109 +220,32 @@ class Database:
         self._connections = []
         self._lock = threading.Lock()
         self._engine = None
-        self._pid = os.getpid()
 
-    # -- statements ----------------------------------------------------------------------------------
-
-    def sql(self, statement: str) -> str:
-        """Adapt a statement written with ``:name`` parameters to this database's driver."""
-        return statement  # sqlite3 understands :name natively
+    # -- statements ----------------------------------------------------------------------------------------
 
     def query_one(self, sql: str, params: Params) -> Row | None:
         """Run one read statement on this thread's connection; the first row or None."""
-        try:
-            return cast("Row | None", self._cursor().execute(sql, params).fetchone())
-        except _DRIVER_ERRORS as error:
-            if is_busy(error):
-                return cast("Row | None", self.read(lambda conn: conn.execute(sql, params).fetchone()))
-            raise translate_driver_error(error, self.label) from None
+        return cast("Row | None", self._query(sql, params, lambda cursor: cursor.fetchone()))
 
     def query_all(self, sql: str, params: Params) -> list[Row]:
         """Run one read statement on this thread's connection; all rows."""
+        return cast("list[Row]", self._query(sql, params, lambda cursor: cursor.fetchall()))
+
+    def _query(self, sql: str, params: Params, fetch: Callable[[Any], Any]) -> Any:
         try:
-            return self._cursor().execute(sql, params).fetchall()
-        except _DRIVER_ERRORS as error:
-            if is_busy(error):
-                return self.read(lambda conn: conn.execute(sql, params).fetchall())
-            raise translate_driver_error(error, self.label) from None
+            return fetch(self._cursor().execute(sql, params))
+        except self._driver_errors as error:
+            if self._is_busy(error):
+                return self.read(lambda conn: fetch(conn.execute(sql, params)))
+            raise self._failed(error) from None
 
     def write_one(self, sql: str, params: Params) -> int:
         """Run one write statement as its own transaction; the number of rows it changed.
 
-        A single statement is atomic, and a write statement takes the write lock before it reads, so
-        a conditional INSERT ... SELECT ... WHERE needs no explicit transaction: this is the cheapest
-        durable write there is (one call, as a raw autocommit insert). Busy retries as in ``write``.
+        A single statement is atomic: this is the cheapest durable write there is (one call, as a raw
+        autocommit insert). Busy retries as in ``write``.
         """
         return self._retrying(lambda: int(self._cursor().execute(sql, params).rowcount))
-
-    def insert(self, sql: str, params: Params) -> int:
-        """Run one INSERT as its own transaction (as ``write_one``); the new row's integer id."""
-
-        def attempt() -> int:
-            row_id = self._cursor().execute(sql, params).lastrowid
-            assert row_id is not None
-            return row_id
-
-        return self._retrying(attempt)
-
-    def reclaim_space(self, *, seconds_per_step: float = 0.015) -> int:
-        """Give free pages back to the filesystem (incremental vacuum) in steps of about
-        ``seconds_per_step`` each, so that writers wait at most one step; how many pages were freed."""
-        connection = self.connection()
-        cursor = self._cursor()
-
-        def free_pages() -> int:
-            return int(self._retrying(lambda: cursor.execute("PRAGMA freelist_count").fetchone()[0]))
-
-        start = before = free_pages()
-        pages = 256
-        while before:
-            # executescript steps the pragma to completion; execute() would free a single page per call.
-            vacuum = f"PRAGMA incremental_vacuum({min(before, pages)})"
-            began = time.perf_counter()
-            self._retrying(functools.partial(connection.executescript, vacuum))
-            elapsed = time.perf_counter() - began
-            after = free_pages()
-            if after >= before:  # not in incremental mode (a database created elsewhere): nothing to do
-                break
-            before = after
-            # Grow gently: the cost per page varies with where the moved pages sit in the file.
-            pages = max(64, min(4096, int(pages * min(seconds_per_step / max(elapsed, 1e-6), 1.5))))
-        return start - before
-
-    @contextlib.contextmanager
-    def checkpoints_between_writes(self, *, every: float = 0.25) -> Iterator[Callable[[], None]]:
-        """For a long run of short write transactions on this thread (pruning): yields a function to call
-        between them, which copies the write-ahead log back into the database (a passive checkpoint, which
-        never waits for or blocks other connections) at most every ``every`` seconds.
-
-        Meanwhile this connection's automatic checkpoint is off: SQLite would otherwise run one inside
-        the commit of whichever batch crosses the WAL's size mark, doubling that batch's duration.
-        """
-        cursor = self._cursor()
-        cursor.execute("PRAGMA wal_autocheckpoint=0")
-        last = time.monotonic()
-
-        def between() -> None:
-            nonlocal last
-            if time.monotonic() - last >= every:
-                self._retrying(lambda: cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
-                last = time.monotonic()
-
-        try:
-            yield between
-        finally:
-            cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
-            with contextlib.suppress(*_DRIVER_ERRORS):
-                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-    def size_bytes(self) -> int:
-        """Bytes the database takes on disk, its write-ahead log included."""
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(FileNotFoundError):
-                total += os.stat(f"{self.path}{suffix}").st_size
-        return total
 
     def _gave_up(self) -> StorageBusy:
         return StorageBusy(
@@ -255,20 +253,32 @@ class Database:
             "long transaction"
         )
 
-    # -- transactions ----------------------------------------------------------------------------------
+    def _failed(self, error: BaseException) -> ObjStoreError:
+        """Translate a driver error; a connection that broke is dropped so that the next call reconnects."""
+        if self._is_broken(error):
+            self._drop_connection()
+        return self._translate(error)
+
+    def _is_broken(self, error: BaseException) -> bool:
+        return False
+
+    # -- transactions --------------------------------------------------------------------------------------
 
     def write(self, work: Callable[[Connection], T]) -> T:
-        """Run ``work`` in a write transaction (``BEGIN IMMEDIATE``), committing if it returns.
+        """Run ``work`` in a write transaction, committing if it returns.
 
         ``work`` may run more than once: a busy database is retried with backoff, and ``StorageBusy``
         raised when the policy gives up. Errors raised by ``work`` roll back and propagate; driver errors
         are translated into objstore's tree.
         """
-        return self._transact("BEGIN IMMEDIATE", work)
+        return self._transact(self._begin_write, work)
 
     def read(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a read transaction: several statements see one consistent snapshot."""
-        return self._transact("BEGIN", work)
+        return self._transact(self._begin_read, work)
+
+    _begin_write = "BEGIN"
+    _begin_read = "BEGIN"
 
     def _transact(self, begin: str, work: Callable[[Connection], T]) -> T:
         connection = self.connection()
@@ -279,8 +289,9 @@ class Database:
                 result = work(connection)
                 connection.execute("COMMIT")
             except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
+                if self._in_transaction(connection):
+                    with contextlib.suppress(Exception):  # a broken connection cannot roll back
+                        connection.execute("ROLLBACK")
                 raise
             return result
 
@@ -288,14 +299,14 @@ class Database:
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """The one busy-retry policy: run ``attempt`` again after a jittered backoff while the database is
-        locked, raise StorageBusy when the policy gives up, translate every other driver error."""
+        busy, raise StorageBusy when the policy gives up, translate every other driver error."""
         delays = self._retry.delays()
         while True:
             try:
                 return attempt()
-            except _DRIVER_ERRORS as error:
-                if not is_busy(error):
-                    raise translate_driver_error(error, self.label) from None
+            except self._driver_errors as error:
+                if not self._is_busy(error):
+                    raise self._failed(error) from None
                 delay = next(delays, None)
                 if delay is None:
                     raise self._gave_up() from None

@@ -100,12 +100,26 @@ def _refuse_newer(database: Database, revision: str) -> SchemaError:
 
 
 def ensure_schema(database: Database, *, auto_upgrade: bool = True) -> SchemaStatus:
-    """Make sure ``database`` is at ``SCHEMA_HEAD``: create it if empty, upgrade it if older and allowed."""
+    """Make sure ``database`` is at ``SCHEMA_HEAD``: create it if empty, upgrade it if older and allowed.
+
+    A database whose ``upgrades_on_open`` is false (PostgreSQL, shared by many hosts) is never changed
+    here: an empty or older one raises the SchemaError that says to run ``objstore db upgrade``.
+    """
     status = schema_status(database)
     if status.up_to_date:
         return status
     if status.current is not None and status.current not in _known_revisions():
         raise _refuse_newer(database, status.current)
+    if not database.upgrades_on_open:
+        found = (
+            "has no objstore schema yet"
+            if status.current is None
+            else (f"is at schema revision {status.current!r}")
+        )
+        raise SchemaError(
+            f"{database.label} {found}; this objstore needs {SCHEMA_HEAD!r}: run `objstore db upgrade` "
+            "(once, from one host) to create or upgrade it"
+        )
     if status.current is not None and not auto_upgrade:
         raise SchemaError(
             f"{database.label} is at schema revision {status.current!r} but this objstore needs "
@@ -126,6 +140,7 @@ def upgrade(database: Database) -> SchemaStatus:
         # One transaction (BEGIN IMMEDIATE) around the whole upgrade: concurrent first opens from several
         # processes serialise here, and the second finds the schema already at head.
         with database.engine.begin() as connection:
+            database.begin_migration(connection)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except ObjStoreError:
