@@ -81,6 +81,28 @@ class FailingReader:
         self.close()
 
 
+class DeleteAtEnd:
+    """A slow-store reader that runs ``at_end`` once it has handed out the last byte."""
+
+    def __init__(self, raw: BinaryIO, at_end: Callable[[], object]) -> None:
+        self.raw, self.at_end = raw, at_end
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if not data:
+            self.at_end()
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> DeleteAtEnd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @pytest.fixture
 def slow(tmp_path: Path) -> CountingBackend:
     return CountingBackend(tmp_path / "slow")
@@ -211,6 +233,11 @@ def test_everything_open_means_streaming(slow: CountingBackend, cache_dir: Path)
         assert read(cache, dc, len(c)) == c  # no room: served from the slow store, nothing evicted
     assert cached(cache_dir) == {da, db}
     assert (cache.evictions, cache.uncached) == (0, 1)
+    # Room for 7 KiB needs both A and B gone; only B is closed, so B is not evicted in vain.
+    bigger = payload(7 * KIB, seed=4)
+    with cache.open(da):
+        assert read(cache, put(cache, bigger), len(bigger)) == bigger
+    assert cached(cache_dir) == {da, db}
 
 
 def test_blob_bigger_than_max_streams_uncached(slow: CountingBackend, cache_dir: Path) -> None:
@@ -232,21 +259,15 @@ def test_restart_keeps_entries_and_their_order(slow: CountingBackend, cache_dir:
     da, db, dc = (put(cache, x) for x in (a, b, c))
     read(cache, da, len(a))
     read(cache, db, len(b))
-    read(cache, da, len(a))
+    read(cache, da, len(a))  # A used after B: recorded in A's mtime
     cache.close()
-    slow.calls.clear()
     again = make_cache(slow, cache_dir, max_bytes=10 * KIB)
-    assert read(again, da, len(a)) == a  # a hit straight after the restart
-    assert read(again, db, len(b)) == b
-    assert slow.calls["open"] == 0
-    assert again.bytes == 8 * KIB
-    # B was used last now, so A goes.
-    read(again, dc, len(c))
-    assert cached(cache_dir) == {db, dc}
-    # Without a read after the restart, the order comes from the mtimes alone.
-    third = make_cache(slow, cache_dir, max_bytes=10 * KIB)
-    read(third, da, len(a))
-    assert cached(cache_dir) == {dc, da}
+    read(again, dc, len(c))  # needs room: B is the least recently used, as before the restart
+    assert cached(cache_dir) == {da, dc}
+    slow.calls.clear()
+    assert read(again, da, len(a)) == a
+    assert slow.calls["open"] == 0  # an entry from before the restart is a hit
+    assert (again.hits, again.misses, again.bytes) == (1, 1, 8 * KIB)
 
 
 def test_restart_with_a_smaller_max_evicts_down(slow: CountingBackend, cache_dir: Path) -> None:
@@ -351,20 +372,17 @@ def test_delete_removes_from_both(slow: CountingBackend, cache_dir: Path) -> Non
 
 
 def test_cached_copy_does_not_resurrect_deleted_content(slow: CountingBackend, cache_dir: Path) -> None:
-    # Another process deletes the content while this one is downloading it.
+    # Another process deletes the content after this one downloaded it, before the fill lands.
     cache = make_cache(slow, cache_dir)
     other = make_cache(slow, cache_dir)
     data = payload(2 * KIB, seed=9)
     digest = put(cache, data)
-
-    def delete_elsewhere() -> None:
-        slow.before_open = None
-        other.delete(digest)
-
-    slow.before_open = delete_elsewhere
+    slow.wrap = lambda raw: DeleteAtEnd(raw, lambda: other.delete(digest))
     with pytest.raises(BlobMissing):
         cache.open(digest)
     assert cached(cache_dir) == set()
+    assert staging(cache_dir) == []
+    assert cache.bytes == 0
     assert not cache.exists(digest)
 
 
