@@ -7,13 +7,14 @@ a corrupt or partial download never becomes an entry. The cache fills on first r
 content written here is often read elsewhere, and a write-through fill would add a local write and fsync
 to every put (see ``bench/bench_cache.py``).
 
-Eviction is least recently used first, keeps the entries' bytes at or under ``max_bytes`` and never
-evicts an entry one of this process's readers has open. Recency lives in memory and in each file's
-mtime, set on every fill and hit, so it survives restarts and is shared between processes. Several
-processes may use one folder: each keeps its own index (re-read from the folder every
-``rescan_interval`` seconds), files vanishing underneath are treated as misses, and an eviction first
-moves the file aside and checks it is the copy it meant to evict, unused since, so that it never deletes
-a copy another process filled or read after this process last looked.
+A miss costs the slow store a ``stat`` (the size decides whether it fits), the download, and an
+``exists`` once the file has landed: content another process deleted meanwhile is dropped again, never
+resurrected. Streamed from the slow store without caching: blobs larger than ``max_bytes``, misses when
+every entry that could make room is open, downloads that fail verification (the caller's verified read
+then raises on the slow store's bytes) and fills the cache folder fails (disk full): a broken cache
+disk slows reads down but never fails them.
+
+Eviction, recency and sharing one folder between processes: see ``objstore.blobs.cache_index``.
 """
 
 from __future__ import annotations
@@ -22,19 +23,17 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import secrets
 import stat as stat_mod
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from objstore.blobs.base import BlobBackend, BlobMissing, BlobStat, StagedBlob
+from objstore.blobs.cache_index import CacheEntry, CacheIndex
 from objstore.blobs.fsutil import FILE_MODE, check_sha256, make_private_dirs, storage_error
 from objstore.errors import InvalidValue, StorageError
 
@@ -43,8 +42,6 @@ __all__ = ["CacheStats", "CachedBlobBackend"]
 STAGING = ".staging"
 
 _CHUNK = 1 << 20
-_SHARD = re.compile(r"[0-9a-f]{2}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _O_BINARY: int = getattr(os, "O_BINARY", 0)
 
 
@@ -56,20 +53,6 @@ class CacheStats:
     bytes: int
     entries: int
     uncached: int  # misses served straight from the slow store: too big, no room, bad bytes, local error
-
-
-@dataclass(slots=True)
-class _Entry:
-    size: int
-    ident: tuple[int, int]  # (st_dev, st_ino) of the copy this process knows
-    used_ns: int  # last use: our own touch, or the file's mtime if another process used it later
-    readers: int = 0
-
-
-@dataclass(slots=True)
-class _FillSlot:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    users: int = 0
 
 
 class _LocalFailure(Exception):
@@ -106,30 +89,36 @@ class CachedBlobBackend(BlobBackend):
         _refuse_overlap(slow, Path(cache_dir))
         self.slow = slow
         self.cache_dir = Path(cache_dir)
-        self.max_bytes = max_bytes
-        self.rescan_interval = rescan_interval
         self.name = f"cache:{cache_dir} -> {slow.name}"
-        self._root = str(self.cache_dir)
-        self._staging = os.path.join(self._root, STAGING)
-        # One RLock: a reader collected by the GC may release its entry inside a locked section.
-        self._lock = threading.RLock()
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
-        self._bytes = 0
-        self._reserved = 0  # room promised to fills in progress
-        self._fills: dict[str, _FillSlot] = {}
-        self._loaded = False
-        self._scanning = False
-        self._scanned_at = 0.0
-        self._last_ns = 0
-        self.hits = self.misses = self.evictions = self.uncached = 0
+        self._staging = os.path.join(cache_dir, STAGING)
+        self._index = CacheIndex(
+            str(cache_dir),
+            self._staging,
+            max_bytes=max_bytes,
+            rescan_interval=rescan_interval,
+            error=self._error,
+        )
+        self._counts_lock = threading.Lock()
+        self.hits = self.misses = self.uncached = 0
 
     # -- counters --------------------------------------------------------------------------------------
 
+    @property
+    def max_bytes(self) -> int:
+        return self._index.max_bytes
+
+    @property
+    def evictions(self) -> int:
+        return self._index.evictions
+
     def stats(self) -> CacheStats:
-        with self._lock:
-            return CacheStats(
-                self.hits, self.misses, self.evictions, self._bytes, len(self._entries), self.uncached
-            )
+        index = self._index
+        with index.lock, self._counts_lock:
+            return CacheStats(self.hits, self.misses, index.evictions, index.bytes, len(index), self.uncached)
+
+    def _count(self, name: str) -> None:
+        with self._counts_lock:
+            setattr(self, name, getattr(self, name) + 1)
 
     # -- the slow store is the truth -------------------------------------------------------------------
 
@@ -154,7 +143,7 @@ class CachedBlobBackend(BlobBackend):
     def delete(self, sha256: str) -> bool:
         check_sha256(sha256)
         # Slow store first: a fill racing in another process re-checks it after landing and drops its copy.
-        with self._fill_lock(sha256):
+        with self._index.fill_lock(sha256):
             removed = self.slow.delete(sha256)
             self._forget(sha256, strict=True)
         return removed
@@ -165,7 +154,7 @@ class CachedBlobBackend(BlobBackend):
         Open readers keep their bytes; the next open downloads the content again.
         """
         check_sha256(sha256)
-        with self._fill_lock(sha256):
+        with self._index.fill_lock(sha256):
             return self._forget(sha256, strict=False)
 
     def remove_stale_staging(self, older_than: datetime) -> int:
@@ -198,44 +187,33 @@ class CachedBlobBackend(BlobBackend):
 
     def open(self, sha256: str) -> BinaryIO:
         check_sha256(sha256)
-        self._ensure_loaded()
-        reader = self._open_entry(sha256)
+        index = self._index
+        index.ensure_loaded()
+        reader = self._open_entry(sha256, index.pin(sha256))
         if reader is None:
-            with self._fill_lock(sha256):
+            with index.fill_lock(sha256):
                 # Another thread may have filled it while we waited, or another process before.
-                reader = self._open_entry(sha256) or self._adopt(sha256)
+                reader = self._open_entry(sha256, index.pin(sha256)) or self._adopt(sha256)
                 if reader is None:
                     return self._miss(sha256)
-        with self._lock:
-            self.hits += 1
+        self._count("hits")
         return reader
 
-    def _open_entry(self, sha: str, *, pinned: _Entry | None = None) -> BinaryIO | None:
-        """Pin the entry (unless ``pinned`` already is), touch its mtime and open it; None if it is gone."""
-        entry = pinned
+    def _open_entry(self, sha: str, entry: CacheEntry | None) -> BinaryIO | None:
+        """Touch and open a pinned entry; None (and the entry forgotten) if its file is gone."""
         if entry is None:
-            with self._lock:
-                entry = self._entries.get(sha)
-                if entry is None:
-                    return None
-                entry.readers += 1
-                entry.used_ns = self._now_ns()
-                self._entries.move_to_end(sha)
+            return None
         path = self._path(sha)
-        pin = entry
+        index = self._index
         try:
             # Touch before opening: another process's eviction then sees the use and keeps the file.
-            os.utime(path, ns=(pin.used_ns, pin.used_ns))
-            return io.BufferedReader(_EntryFile(path, lambda: self._release(pin)), buffer_size=_CHUNK)
+            os.utime(path, ns=(entry.used_ns, entry.used_ns))
+            raw = _EntryFile(path, lambda: index.release(entry))
         except OSError:
-            with self._lock:
-                pin.readers -= 1
-                self._drop(sha, pin)  # evicted by another process, or unreadable: refill it
+            index.release(entry)
+            index.drop(sha, entry)  # evicted by another process, or unreadable: refill it
             return None
-
-    def _release(self, entry: _Entry) -> None:
-        with self._lock:
-            entry.readers -= 1
+        return io.BufferedReader(raw, buffer_size=_CHUNK)
 
     def _adopt(self, sha: str) -> BinaryIO | None:
         """Take in a complete copy another process filled (fills land by rename, so it is whole)."""
@@ -245,42 +223,52 @@ class CachedBlobBackend(BlobBackend):
             return None
         if not stat_mod.S_ISREG(st.st_mode):
             return None
-        with self._lock:
-            self._add(sha, st.st_size, (st.st_dev, st.st_ino), st.st_mtime_ns)
-        return self._open_entry(sha)
+        self._index.add(sha, st, st.st_mtime_ns)
+        return self._open_entry(sha, self._index.pin(sha))
 
     def _miss(self, sha: str) -> BinaryIO:
-        with self._lock:
-            self.misses += 1
+        self._count("misses")
         info = self.slow.stat(sha)
         if info is None:
             raise BlobMissing(f"blob {sha} is not stored in {self.name}")
-        if not self._reserve(info.size):
+        if not self._index.reserve(info.size):
             return self._uncached(sha)
         try:
             entry = self._fill(sha, info.size)  # on success the reservation became the entry
         except BaseException:
-            self._unreserve(info.size)
+            self._index.unreserve(info.size)
             raise
         if entry is None:
-            self._unreserve(info.size)
+            self._index.unreserve(info.size)
             return self._uncached(sha)
         if not self.slow.exists(sha):
             # Deleted from the slow store while we downloaded (another process): no resurrection.
-            with self._lock:
-                entry.readers -= 1
+            self._index.release(entry)
             self._forget(sha, strict=False)
             raise BlobMissing(f"blob {sha} is not stored in {self.name}")
-        return self._open_entry(sha, pinned=entry) or self._uncached(sha)
+        return self._open_entry(sha, entry) or self._uncached(sha)
 
     def _uncached(self, sha: str) -> BinaryIO:
-        with self._lock:
-            self.uncached += 1
+        self._count("uncached")
         return self.slow.open(sha)
+
+    def _forget(self, sha: str, *, strict: bool) -> bool:
+        """Remove the local copy whoever filled it; ``strict`` raises if it cannot be removed."""
+        self._index.drop(sha)
+        path = self._path(sha)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if strict:
+                raise self._error(exc, "remove cached blob", path) from exc
+            return False
+        return True
 
     # -- filling ---------------------------------------------------------------------------------------
 
-    def _fill(self, sha: str, size: int) -> _Entry | None:
+    def _fill(self, sha: str, size: int) -> CacheEntry | None:
         """Download, verify, fsync and rename into place; the new entry, pinned for the caller.
 
         None if the bytes do not hash to ``sha`` or the cache folder failed. The slow store's own errors
@@ -304,8 +292,7 @@ class CachedBlobBackend(BlobBackend):
                 _unlink_quietly(temp)
         if st is None:
             return None
-        with self._lock:
-            now = self._now_ns()
+        now = self._index.now_ns()
         try:
             os.utime(temp, ns=(now, now))  # recency survives restarts; exact, unlike the kernel's stamp
             final = self._path(sha)
@@ -316,9 +303,7 @@ class CachedBlobBackend(BlobBackend):
         except OSError:
             _unlink_quietly(temp)
             return None
-        with self._lock:
-            self._reserved -= size
-            return self._add(sha, st.st_size, (st.st_dev, st.st_ino), now, readers=1)
+        return self._index.land(sha, st, now, reserved=size)
 
     def _new_temp(self) -> tuple[str, int]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY
@@ -336,201 +321,8 @@ class CachedBlobBackend(BlobBackend):
             raise
         return path, fd
 
-    @contextlib.contextmanager
-    def _fill_lock(self, sha: str) -> Iterator[None]:
-        """One thread at a time per address: concurrent misses download once, deletes wait for fills."""
-        with self._lock:
-            slot = self._fills.get(sha)
-            if slot is None:
-                slot = self._fills[sha] = _FillSlot()
-            slot.users += 1
-        slot.lock.acquire()
-        try:
-            yield
-        finally:
-            slot.lock.release()
-            with self._lock:
-                slot.users -= 1
-                if not slot.users:
-                    del self._fills[sha]
-
-    # -- room and eviction -----------------------------------------------------------------------------
-
-    def _reserve(self, size: int) -> bool:
-        """Promise ``size`` bytes to a fill, evicting as needed; False if it cannot fit (stream it)."""
-        if size > self.max_bytes:
-            return False
-        self._maybe_rescan()
-        with self._lock:
-            if not self._make_room(size):
-                return False
-            self._reserved += size
-            return True
-
-    def _unreserve(self, size: int) -> None:
-        with self._lock:
-            self._reserved -= size
-
-    def _make_room(self, size: int) -> bool:
-        excess = self._bytes + self._reserved + size - self.max_bytes
-        kept: set[str] = set()
-        while excess > 0:
-            victims: list[tuple[str, _Entry]] = []
-            planned = 0
-            for sha, entry in self._entries.items():  # least recently used first
-                if planned >= excess:
-                    break
-                if entry.readers or sha in kept or sha in self._fills:
-                    continue  # being read, put back, or being filled or deleted right now
-                victims.append((sha, entry))
-                planned += entry.size
-            if planned < excess:
-                return False  # not enough unread entries: evict nothing, stream this one
-            for sha, entry in victims:
-                if self._evict_entry(sha, entry):
-                    excess -= entry.size
-                else:
-                    kept.add(sha)
-        return True
-
-    def _evict_entry(self, sha: str, entry: _Entry) -> bool:
-        """Remove one unread entry (lock held); False if another process filled or used it since."""
-        path = self._path(sha)
-        aside = os.path.join(self._staging, f"{os.getpid()}-{secrets.token_hex(8)}.evict")
-        try:
-            # Move it aside first: what we then inspect is exactly what a later unlink removes, even if
-            # another process renames a fresh copy into place meanwhile.
-            try:
-                os.rename(path, aside)
-            except FileNotFoundError:
-                if not os.path.lexists(path):
-                    self._drop(sha, entry)  # another process evicted it already
-                    return True
-                make_private_dirs(Path(self._staging))
-                os.rename(path, aside)
-            st = os.stat(aside)
-        except FileNotFoundError:
-            self._drop(sha, entry)
-            return True
-        except OSError:
-            return False
-        if (st.st_dev, st.st_ino) != entry.ident or st.st_mtime_ns > entry.used_ns:
-            _put_back(aside, path)
-            entry.ident, entry.used_ns = (st.st_dev, st.st_ino), max(entry.used_ns, st.st_mtime_ns)
-            self._entries.move_to_end(sha)
-            return False
-        _unlink_quietly(aside)
-        self._drop(sha, entry)
-        self.evictions += 1
-        return True
-
-    def _forget(self, sha: str, *, strict: bool) -> bool:
-        """Remove the local copy whoever filled it; ``strict`` raises if it cannot be removed."""
-        with self._lock:
-            entry = self._entries.get(sha)
-            if entry is not None:
-                self._drop(sha, entry)
-        path = self._path(sha)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            if strict:
-                raise self._error(exc, "remove cached blob", path) from exc
-            return False
-        return True
-
-    # -- the index -------------------------------------------------------------------------------------
-
-    def _add(self, sha: str, size: int, ident: tuple[int, int], used_ns: int, readers: int = 0) -> _Entry:
-        old = self._entries.pop(sha, None)
-        if old is not None:
-            self._bytes -= old.size  # its readers release the old object, which is harmless
-        entry = self._entries[sha] = _Entry(size, ident, used_ns, readers)
-        self._bytes += size
-        return entry
-
-    def _drop(self, sha: str, entry: _Entry) -> None:
-        if self._entries.get(sha) is entry:  # never a newer entry for the same address
-            del self._entries[sha]
-            self._bytes -= entry.size
-
-    def _now_ns(self) -> int:
-        """Wall-clock ns (comparable across processes via mtimes), strictly increasing in this process."""
-        self._last_ns = max(time.time_ns(), self._last_ns + 1)
-        return self._last_ns
-
-    def _ensure_loaded(self) -> None:
-        if not self._loaded:
-            with self._lock:
-                if not self._loaded:  # the first read pays for the scan, not the constructor
-                    self._merge(self._scan(), 0)
-                    self._scanned_at = time.monotonic()
-                    self._loaded = True
-
-    def _maybe_rescan(self) -> None:
-        """Re-read the folder now and then: other processes' fills count against ``max_bytes`` too."""
-        with self._lock:
-            if self._scanning or time.monotonic() - self._scanned_at < self.rescan_interval:
-                return
-            self._scanning = True
-            started = self._now_ns()
-        try:
-            found = self._scan()  # without the lock: hits go on meanwhile
-            with self._lock:
-                self._merge(found, started)
-        finally:
-            with self._lock:
-                self._scanning = False
-                self._scanned_at = time.monotonic()
-
-    def _merge(self, found: dict[str, os.stat_result], started: int) -> None:
-        """Fold a listing of the folder into the index, then order it by last use (ours or others')."""
-        for sha, entry in list(self._entries.items()):
-            st = found.pop(sha, None)
-            if st is None:
-                if not entry.readers and entry.used_ns < started:
-                    self._drop(sha, entry)  # gone, and not filled by us since the listing began
-                continue
-            entry.ident = (st.st_dev, st.st_ino)
-            entry.used_ns = max(entry.used_ns, st.st_mtime_ns)
-        for sha, st in found.items():
-            if sha not in self._fills:
-                self._add(sha, st.st_size, (st.st_dev, st.st_ino), st.st_mtime_ns)
-        self._entries = OrderedDict(sorted(self._entries.items(), key=lambda item: item[1].used_ns))
-
-    def _scan(self) -> dict[str, os.stat_result]:
-        found: dict[str, os.stat_result] = {}
-        try:
-            with os.scandir(self._root) as it:
-                shards = [e.path for e in it if _SHARD.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
-        except FileNotFoundError:
-            return found
-        except OSError as exc:
-            raise self._error(exc, "list cache folder", self._root) from exc
-        for shard in shards:
-            prefix = os.path.basename(shard)
-            try:
-                with os.scandir(shard) as it:
-                    names = [e for e in it if _SHA256.fullmatch(e.name) and e.name.startswith(prefix)]
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise self._error(exc, "list cache folder", shard) from exc
-            for entry in names:
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # evicted since listed
-                except OSError as exc:
-                    raise self._error(exc, "stat cached blob", entry.path) from exc
-                if stat_mod.S_ISREG(st.st_mode):
-                    found[entry.name] = st
-        return found
-
     def _path(self, sha: str) -> str:
-        return os.path.join(self._root, sha[:2], sha)
+        return self._index.path(sha)
 
     def _error(self, exc: OSError, action: str, path: str) -> StorageError:
         return storage_error(
@@ -541,7 +333,7 @@ class CachedBlobBackend(BlobBackend):
     @property
     def bytes(self) -> int:
         """Bytes of the entries this process knows (other processes' recent fills show after a rescan)."""
-        return self._bytes
+        return self._index.bytes
 
 
 def _copy_verified(src: BinaryIO, fd: int, sha: str, size: int) -> bool:
@@ -579,19 +371,6 @@ def _sync_and_stat(fd: int) -> os.stat_result:
         return os.fstat(fd)
     except OSError as exc:
         raise _LocalFailure(str(exc)) from exc
-
-
-def _put_back(aside: str, path: str) -> None:
-    """Return a file moved aside to its address, without replacing a copy that landed meanwhile."""
-    try:
-        os.link(aside, path)
-    except FileExistsError:
-        pass  # the same bytes are there again
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.rename(aside, path)
-        return
-    _unlink_quietly(aside)
 
 
 def _refuse_overlap(slow: BlobBackend, cache_dir: Path) -> None:
