@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
-from blob_contract import MIB, BlobBackendContract, far_future, payload
+from blob_contract import MIB, BlobBackendContract, far_future, payload, sha
 
 from objstore.blobs.base import BlobBackend, BlobMissing, StagedBlob
 from objstore.blobs.cache import CachedBlobBackend
@@ -537,3 +539,54 @@ def test_shared_folder_under_load(slow: CountingBackend, cache_dir: Path) -> Non
     assert errors == []
     assert staging(cache_dir) == []
     assert all(c.bytes <= 40 * KIB for c in instances)
+
+
+CHILD = """
+import random, sys
+from pathlib import Path
+from objstore.blobs.cache import CachedBlobBackend
+from objstore.blobs.filesystem import FilesystemBlobBackend
+from objstore.blobs.verify import read_verified
+
+slow_dir, cache_dir, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+blobs = [(d, int(n)) for d, n in (line.split() for line in sys.stdin.read().splitlines())]
+slow = FilesystemBlobBackend(Path(slow_dir))
+cache = CachedBlobBackend(slow, Path(cache_dir), max_bytes=40 * 1024, rescan_interval=0.02)
+rng = random.Random(seed)
+for _ in range(300):
+    digest, size = rng.choice(blobs)
+    read_verified(cache.open(digest), digest, size, "blob")
+print(cache.hits, cache.misses, cache.evictions)
+"""
+
+
+@pytest.mark.slow
+def test_processes_sharing_a_folder(tmp_path: Path, cache_dir: Path) -> None:
+    slow = FilesystemBlobBackend(tmp_path / "slow")
+    blobs = [payload(3 * KIB + 101 * s, seed=s) for s in range(25)]
+    listing = "".join(f"{put(slow, b)} {len(b)}\n" for b in blobs)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(tmp_path / "slow"), str(cache_dir), str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(3)
+    ]
+    for child in children:
+        out, err = child.communicate(listing, timeout=120)
+        assert child.returncode == 0, err
+        hits, misses, evictions = map(int, out.split())
+        assert hits and misses and evictions
+    assert staging(cache_dir) == []
+    # Every entry left is a whole, verified copy.
+    for path in cache_dir.glob("[0-9a-f][0-9a-f]/*"):
+        assert sha(path.read_bytes()) == path.name
+    # While several fill at once the folder may briefly hold more (each counts the others' fills at its
+    # next rescan); once they stop, the next fill brings it back under max_bytes.
+    last = make_cache(slow, cache_dir, max_bytes=40 * KIB)
+    extra = payload(2 * KIB, seed=99)
+    assert read(last, put(slow, extra), len(extra)) == extra
+    assert disk_bytes(cache_dir) <= 40 * KIB
