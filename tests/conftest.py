@@ -11,6 +11,7 @@ import pytest
 
 from objstore.config import Settings
 from objstore.engine import ObjStore
+from tests.databases import ENGINES, PostgresSchema, create_schema, vault_key
 
 StoreFactory = Callable[..., ObjStore]
 
@@ -23,17 +24,59 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests about SQLite's files run on SQLite only; their PostgreSQL variants are deselected, not skipped.
+    deselected = [
+        item
+        for item in items
+        if item.get_closest_marker("sqlite_only") is not None
+        and getattr(item, "callspec", None) is not None
+        and item.callspec.params.get("engine") == "postgres"
+    ]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
+@pytest.fixture(scope="session")
+def postgres_schema() -> Iterator[PostgresSchema]:
+    """This session's PostgreSQL schema (only when OBJSTORE_TEST_POSTGRES_URL is set)."""
+    yield from create_schema()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The database engine of this test's stores: "sqlite", and "postgres" when a test server is given.
+
+    On PostgreSQL, objstore's environment variables point every store the test opens (in-process, through
+    the command line, or in a child process) at the session's schema, emptied first. They are set on a
+    monkeypatch of its own, so that a test undoing its own patches keeps them.
+    """
+    name: str = request.param
+    with pytest.MonkeyPatch.context() as patch:
+        if name == "postgres":
+            schema: PostgresSchema = request.getfixturevalue("postgres_schema")
+            schema.empty_tables()
+            for variable, value in schema.environment().items():
+                patch.setenv(variable, value)
+        yield name
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
 @pytest.fixture
-def make_store(data_dir: Path) -> Iterator[StoreFactory]:
-    """Open stores on one data folder; settings overrides as keyword sections, plus ``clock=``."""
+def make_store(data_dir: Path, engine: str) -> Iterator[StoreFactory]:
+    """Open stores on one data folder (and the test's database engine); settings overrides as keyword
+    sections, plus ``clock=``."""
     opened: list[ObjStore] = []
 
     def make(clock: Any = None, **overrides: Any) -> ObjStore:
+        key = overrides.get("secret_store", {}).get("sqlite", {}).get("encryption_key")
+        if key is not None:  # the tests name the SQLite section; the key belongs to the engine in use
+            overrides["secret_store"] = {**overrides["secret_store"], **vault_key(key)}
         store = ObjStore(Settings.for_directory(data_dir, **overrides), clock=clock)
         opened.append(store)
         return store

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from conftest import assert_one_line_error
 
 from objstore.cli.main import cli
+from tests.databases import for_engine
 
 Invoke = Callable[..., Result]
 
@@ -24,13 +25,13 @@ LARGE = bytes(range(256)) * 4096  # 1 MiB: above the default inline threshold, s
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str) -> Path:
     """A config written by `objstore init-config -o` in tmp_path; data goes to tmp_path/objstore-data."""
     monkeypatch.chdir(tmp_path)  # nothing may be written into the working tree, even by mistake
     path = tmp_path / "objstore.toml"
     result = CliRunner().invoke(cli, ["init-config", "-o", str(path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return path
+    return for_engine(path, engine)
 
 
 @pytest.fixture

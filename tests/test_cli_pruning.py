@@ -18,7 +18,7 @@ Invoke = Callable[..., Result]
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str) -> Path:
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "objstore.toml"
     path.write_text(

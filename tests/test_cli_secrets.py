@@ -18,6 +18,7 @@ import objstore
 from objstore.cli import secrets_cmd
 from objstore.cli.main import cli
 from objstore.errors import VaultError
+from tests.databases import for_engine
 
 Invoke = Callable[..., Result]
 
@@ -28,13 +29,13 @@ OTHER_KEY = "some-other-key-some-other-key-00"  # 32 bytes
 
 
 @pytest.fixture
-def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str) -> Path:
     """A config written by `objstore init-config -o` in tmp_path (with a fresh key)."""
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "objstore.toml"
     result = CliRunner().invoke(cli, ["init-config", "-o", str(path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return path
+    return for_engine(path, engine)
 
 
 def invoker(config: Path) -> Invoke:

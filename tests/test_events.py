@@ -11,11 +11,11 @@ import pytest
 from objstore import FakeClock, InvalidName, InvalidValue
 from objstore.engine import ObjStore
 from tests.conftest import StoreFactory
+from tests.databases import run_sql
 
 
-def _count(path: Path, sql: str = "SELECT count(*) FROM events") -> int:
-    with sqlite3.connect(path) as conn:
-        return int(conn.execute(sql).fetchone()[0])
+def _count(store: ObjStore, sql: str = "SELECT count(*) FROM events") -> int:
+    return int(run_sql(store.server_db, sql)[0][0])
 
 
 def test_emit_returns_the_stored_event(store: ObjStore) -> None:
@@ -81,10 +81,10 @@ def test_bad_events_are_refused_and_nothing_is_recorded(
     kwargs: dict[str, object],
     error: type[Exception],
 ) -> None:
-    before = _count(data_dir / "objstore.db")
+    before = _count(store)
     with pytest.raises(error):
         store.events.emit(*args, **kwargs)  # type: ignore[arg-type]
-    assert _count(data_dir / "objstore.db") == before
+    assert _count(store) == before
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_one_prune_removes_every_expired_event(make_store: StoreFactory, data_di
     keep = store.events.emit("young")
     report = store.prune()
     assert report.events == 1000
-    assert _count(data_dir / "objstore.db", "SELECT count(*) FROM events WHERE kind = 'old'") == 0
+    assert _count(store, "SELECT count(*) FROM events WHERE kind = 'old'") == 0
     assert keep.id in {e.id for e in store.events.list()}
 
 
@@ -169,11 +169,13 @@ def test_secret_events_name_the_secret_never_the_value(make_store: StoreFactory,
     assert written[0].details["name"] == "DEPLOY_TOKEN" and written[0].pipeline == "build"
     assert written[2].details["scope"] == "global" and written[2].namespace is None
     assert [e.kind for e in events].count("secret_deleted") == 1
-    raw = b"".join(p.read_bytes() for p in data_dir.glob("objstore.db*"))
+    raw = b"".join(p.read_bytes() for p in data_dir.glob("objstore.db*"))  # SQLite: file and WAL
+    raw += "".join(row[0] for row in run_sql(store.server_db, "SELECT details FROM events")).encode()
     for value in (b"hunter2-value", b"another-value", b"npm-value"):
         assert value not in raw
 
 
+@pytest.mark.sqlite_only
 def test_pruning_gives_the_space_back_to_the_filesystem(make_store: StoreFactory, data_dir: Path) -> None:
     clock = FakeClock()
     store = make_store(clock=clock, api={"event_log_retention": "1h"})

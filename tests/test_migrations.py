@@ -14,10 +14,10 @@ from alembic.script import ScriptDirectory
 from conftest import StoreFactory
 
 from objstore.config import Settings
-from objstore.db.sqlite_database import SqliteDatabase as Database
 from objstore.db.migrate import _alembic_config, ensure_schema, schema_status
 from objstore.db.revision import SCHEMA_HEAD, VERSION_TABLE
 from objstore.db.schema import metadata
+from objstore.db.sqlite_database import SqliteDatabase as Database
 from objstore.engine import ObjStore
 from objstore.errors import SchemaError
 
@@ -44,6 +44,7 @@ def test_new_database_uses_incremental_vacuum_and_wal(tmp_path: Path) -> None:
     database.close()
 
 
+@pytest.mark.sqlite_only
 def test_future_revision_is_refused_clearly(store: ObjStore, data_dir: Path) -> None:
     store.close()
     with sqlite3.connect(data_dir / "objects.db") as raw:
@@ -90,6 +91,7 @@ def test_concurrent_first_opens_create_the_schema_once(data_dir: Path) -> None:
         assert raw.execute("SELECT count(*) FROM objects").fetchone() == (8,)
 
 
+@pytest.mark.sqlite_only
 def test_schema_error_for_a_damaged_database(make_store: StoreFactory, data_dir: Path) -> None:
     data_dir.mkdir(parents=True)
     (data_dir / "objects.db").write_bytes(b"this is not a database" * 100)
@@ -107,6 +109,7 @@ def test_status_of_a_missing_store_creates_nothing(tmp_path: Path) -> None:
     assert not data.exists()
 
 
+@pytest.mark.sqlite_only
 def test_status_tells_newer_from_older(store: ObjStore, data_dir: Path) -> None:
     store.close()
     with sqlite3.connect(data_dir / "objects.db") as raw:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from objstore import InvalidName, ObjStore
 from objstore.names import validate_id, validate_key, validate_secret_name
+from tests.databases import dump
 
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 KEY_CHARS = ID_CHARS + "."
@@ -93,7 +94,7 @@ def test_invalid_keys_write_nothing(make_store: StoreFactory, data_dir: Path, ke
     store = make_store()
     pipe = store.pipeline("default", "p")
     run = pipe.start_run()
-    before = files_snapshot(data_dir)
+    before = files_snapshot(data_dir), dump(store.object_db, "objects", "object_pipelines")
     for objects in (pipe.objects, run.objects):
         with pytest.raises(InvalidName):
             objects.put(key, b"value")
@@ -101,7 +102,7 @@ def test_invalid_keys_write_nothing(make_store: StoreFactory, data_dir: Path, ke
             objects.get(key)
         with pytest.raises(InvalidName):
             objects.delete(key)
-    assert files_snapshot(data_dir) == before
+    assert (files_snapshot(data_dir), dump(store.object_db, "objects", "object_pipelines")) == before
     store.close()
 
 

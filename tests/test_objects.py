@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sqlite3
 import stat
 import threading
 from datetime import timedelta
@@ -24,6 +23,7 @@ from objstore import (
     RunExpired,
     RunNotFound,
 )
+from tests.databases import run_sql
 
 SMALL = b"x" * 100
 LARGE = bytes(range(256)) * 1024  # 256 KiB: above the default inline threshold
@@ -280,8 +280,7 @@ def test_corrupted_blob_is_detected_on_read(store: ObjStore, data_dir: Path) -> 
 def test_corrupted_inline_value_is_detected_on_read(store: ObjStore, data_dir: Path) -> None:
     objects = store.pipeline("default", "p").objects
     objects.put("small", SMALL)
-    with sqlite3.connect(data_dir / "objects.db") as raw:
-        raw.execute("UPDATE objects SET data = ? WHERE key = 'small'", (b"y" * 100,))
+    run_sql(store.object_db, "UPDATE objects SET data = :data WHERE \"key\" = 'small'", {"data": b"y" * 100})
     with pytest.raises(IntegrityError):
         objects.get("small")
     with pytest.raises(IntegrityError), objects.open("small") as reader:
@@ -372,6 +371,7 @@ def test_all_three_databases_in_one_file(tmp_path: Path) -> None:
         assert len(store.schema_status()) == 1
 
 
+@pytest.mark.sqlite_only
 def test_files_are_private_whatever_the_umask(make_store: StoreFactory, data_dir: Path) -> None:
     import os
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from datetime import timedelta
@@ -15,6 +14,7 @@ from objstore.config import Settings
 from objstore.stores.batches import BatchSizer, JobStopped
 from objstore.stores.leases import Leases, new_holder_id
 from tests.conftest import StoreFactory
+from tests.databases import run_sql
 
 
 def test_expiry_2_over_runs_1_to_10(make_store: StoreFactory, data_dir: Path) -> None:
@@ -117,13 +117,13 @@ def test_a_job_held_elsewhere_is_skipped(make_store: StoreFactory) -> None:
 def test_a_stopped_job_reports_what_it_did(make_store: StoreFactory) -> None:
     clock = FakeClock()
     store = make_store(clock=clock, api={"event_log_retention": "1h"})
-    conn = sqlite3.connect(store.server_db.path)
     old = int((clock.now() - timedelta(hours=2)).timestamp() * 1_000_000)
-    conn.executemany(
-        "INSERT INTO events (kind, emitted_at, details) VALUES ('old', ?, '{}')", [(old,)] * 30_000
+    run_sql(
+        store.server_db,
+        "INSERT INTO events (kind, emitted_at, details) WITH RECURSIVE n(i) AS "
+        "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000) SELECT 'old', :old, '{}' FROM n",
+        {"old": old},
     )
-    conn.commit()
-    conn.close()
     calls = 0
     original = store.event_store.prune_batches
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from objstore import (
 )
 from objstore.config import Settings
 from objstore.stores.secrets import MAX_SECRET_BYTES
+from tests.databases import dump, run_sql, vault_key
 
 KEY = "k3y-for-tests-0123456789abcdefgh"  # exactly 32 bytes
 OTHER_KEY = "another-key-0123456789abcdefghij"
@@ -119,19 +119,23 @@ def _secret_files(data_dir: Path) -> list[Path]:
     return [p for p in data_dir.iterdir() if p.name.startswith("secrets.db")]
 
 
-def test_no_plaintext_in_any_file(make_store: StoreFactory, data_dir: Path) -> None:
+def test_no_plaintext_in_any_file(make_store: StoreFactory, data_dir: Path, engine: str) -> None:
     store = keyed(make_store)
     store.pipeline("default", "p").secrets.put("S", VALUE)
     store.global_secrets.put("G", VALUE.encode(), namespaces=["*"])
-    files = _secret_files(data_dir)
-    assert {p.name for p in files} >= {"secrets.db", "secrets.db-wal"}
+    if engine == "sqlite":
+        files = _secret_files(data_dir)
+        assert {p.name for p in files} >= {"secrets.db", "secrets.db-wal"}
     for path in data_dir.rglob("*"):
         if path.is_file():
             content = path.read_bytes()
             assert VALUE.encode() not in content, path
             assert KEY.encode() not in content, path
+    rows = repr(dump(store.secret_db, "secrets", "vault_keys") + dump(store.server_db, "events")).encode()
+    assert b"secret_written" in rows and VALUE.encode() not in rows and KEY.encode() not in rows
 
 
+@pytest.mark.sqlite_only
 def test_file_modes_under_umask_022(make_store: StoreFactory, data_dir: Path) -> None:
     old = os.umask(0o022)
     try:
@@ -149,11 +153,12 @@ def test_ciphertext_moved_to_another_row_does_not_open(make_store: StoreFactory,
     store.pipeline("default", "p").secrets.put("B", "b")
     store.pipeline("default", "q").secrets.put("A", "q")
     store.global_secrets.put("A", "g", namespaces=["*"])
-    with sqlite3.connect(data_dir / "secrets.db") as raw:
-        (sealed,) = raw.execute("SELECT sealed FROM secrets WHERE pipeline = 'p' AND name = 'A'").fetchone()
-        raw.execute(
-            "UPDATE secrets SET sealed = ? WHERE name = 'B' OR pipeline = 'q' OR scope = 'global'", (sealed,)
-        )
+    ((sealed,),) = run_sql(store.secret_db, "SELECT sealed FROM secrets WHERE pipeline = 'p' AND name = 'A'")
+    run_sql(
+        store.secret_db,
+        "UPDATE secrets SET sealed = :sealed WHERE name = 'B' OR pipeline = 'q' OR scope = 'global'",
+        {"sealed": sealed},
+    )
     for read in (
         lambda: store.pipeline("default", "p").secrets.get("B"),
         lambda: store.pipeline("default", "q").secrets.get("A"),
@@ -168,25 +173,23 @@ def test_ciphertext_moved_to_another_row_does_not_open(make_store: StoreFactory,
 def test_tampered_ciphertext_is_a_typed_error(make_store: StoreFactory, data_dir: Path) -> None:
     store = keyed(make_store)
     store.pipeline("default", "p").secrets.put("A", VALUE)
-    with sqlite3.connect(data_dir / "secrets.db") as raw:
-        (sealed,) = raw.execute("SELECT sealed FROM secrets").fetchone()
-        for position in (0, 3, 10, len(sealed) // 2, len(sealed) - 1):
-            flipped = bytearray(sealed)
-            flipped[position] ^= 0x01
-            raw.execute("UPDATE secrets SET sealed = ?", (bytes(flipped),))
-            raw.commit()
-            with pytest.raises(VaultError):
-                store.pipeline("default", "p").secrets.get("A")
-        raw.execute("UPDATE secrets SET sealed = ?", (sealed[:20],))
-        raw.commit()
+    ((sealed,),) = run_sql(store.secret_db, "SELECT sealed FROM secrets")
+    sealed = bytes(sealed)
+    for position in (0, 3, 10, len(sealed) // 2, len(sealed) - 1):
+        flipped = bytearray(sealed)
+        flipped[position] ^= 0x01
+        run_sql(store.secret_db, "UPDATE secrets SET sealed = :sealed", {"sealed": bytes(flipped)})
         with pytest.raises(VaultError):
             store.pipeline("default", "p").secrets.get("A")
+    run_sql(store.secret_db, "UPDATE secrets SET sealed = :sealed", {"sealed": sealed[:20]})
+    with pytest.raises(VaultError):
+        store.pipeline("default", "p").secrets.get("A")
 
 
-def test_no_key_configured_objects_work_secrets_explain(make_store: StoreFactory) -> None:
+def test_no_key_configured_objects_work_secrets_explain(make_store: StoreFactory, engine: str) -> None:
     store = make_store()
     store.pipeline("default", "p").objects.put("k", b"v")
-    with pytest.raises(VaultError, match="OBJSTORE_SECRET_STORE__SQLITE__ENCRYPTION_KEY"):
+    with pytest.raises(VaultError, match=f"OBJSTORE_SECRET_STORE__{engine.upper()}__ENCRYPTION_KEY"):
         store.pipeline("default", "p").secrets.put("S", "v")
     with pytest.raises(VaultError, match="no encryption key"):
         store.global_secrets.list()
@@ -203,20 +206,15 @@ def test_default_key_refused_unless_development(make_store: StoreFactory) -> Non
     assert allowed.pipeline("default", "p").secrets.get("S") == "v"
 
 
-def _dump(path: Path) -> list[str]:
-    with sqlite3.connect(path) as raw:
-        return list(raw.iterdump())
-
-
 def test_wrong_key_fails_at_open_and_changes_nothing(make_store: StoreFactory, data_dir: Path) -> None:
     store = keyed(make_store)
     store.pipeline("default", "p").secrets.put("S", VALUE)
-    store.close()
-    before = _dump(data_dir / "secrets.db")
+    tables = ("secrets", "vault_keys", "events", "objects", "runs")
+    before = dump(store.secret_db, *tables)
     with pytest.raises(WrongEncryptionKey) as refused:
-        ObjStore(Settings.for_directory(data_dir, secret_store={"sqlite": {"encryption_key": OTHER_KEY}}))
+        ObjStore(Settings.for_directory(data_dir, secret_store=vault_key(OTHER_KEY)))
     assert OTHER_KEY not in repr(refused.value) and KEY not in repr(refused.value)
-    assert _dump(data_dir / "secrets.db") == before
+    assert dump(store.secret_db, *tables) == before
 
 
 def test_rotate_encryption_key(make_store: StoreFactory, data_dir: Path) -> None:
@@ -227,10 +225,8 @@ def test_rotate_encryption_key(make_store: StoreFactory, data_dir: Path) -> None
     assert store.rotate_encryption_key(OTHER_KEY) is False  # the same key again: nothing to do
     store.close()
     with pytest.raises(WrongEncryptionKey):
-        ObjStore(Settings.for_directory(data_dir, secret_store={"sqlite": {"encryption_key": KEY}}))
-    with ObjStore(
-        Settings.for_directory(data_dir, secret_store={"sqlite": {"encryption_key": OTHER_KEY}})
-    ) as again:
+        ObjStore(Settings.for_directory(data_dir, secret_store=vault_key(KEY)))
+    with ObjStore(Settings.for_directory(data_dir, secret_store=vault_key(OTHER_KEY))) as again:
         assert again.pipeline("default", "p").secrets.get("S") == VALUE
 
 
@@ -249,9 +245,7 @@ def test_interrupted_key_rotation_leaves_the_old_key_valid(
         store.rotate_encryption_key(OTHER_KEY)
     monkeypatch.undo()
     store.close()
-    with ObjStore(
-        Settings.for_directory(data_dir, secret_store={"sqlite": {"encryption_key": KEY}})
-    ) as again:
+    with ObjStore(Settings.for_directory(data_dir, secret_store=vault_key(KEY))) as again:
         assert again.pipeline("default", "p").secrets.get("S") == VALUE
         assert again.rotate_encryption_key(OTHER_KEY) is True  # running it again completes
 
@@ -288,9 +282,8 @@ def test_rotate_data_key_reseals_everything_resumably(
     assert again.rotate_data_key(batch_size=10) == 26
     assert {name: secrets.get(name) for name in values} == values
     assert again.pipeline("default", "p").secrets.get_global("G") == VALUE
-    with sqlite3.connect(data_dir / "secrets.db") as raw:
-        assert raw.execute("SELECT count(DISTINCT key_id) FROM secrets").fetchone() == (1,)
-        assert raw.execute("SELECT count(*) FROM vault_keys").fetchone() == (1,)  # retired keys removed
+    assert run_sql(again.secret_db, "SELECT count(DISTINCT key_id) FROM secrets") == [(1,)]
+    assert run_sql(again.secret_db, "SELECT count(*) FROM vault_keys") == [(1,)]  # retired keys removed
 
 
 def test_mask(make_store: StoreFactory) -> None:
@@ -391,6 +384,5 @@ def test_data_key_rotation_survives_a_crash_after_each_step(
     assert {name: secrets.get(name) for name in values} == values  # every secret readable
     assert again.rotate_data_key(batch_size=5) == len(values)  # running it again completes
     assert {name: secrets.get(name) for name in values} == values
-    with sqlite3.connect(data_dir / "secrets.db") as raw:
-        assert raw.execute("SELECT count(DISTINCT key_id) FROM secrets").fetchone() == (1,)
-        assert raw.execute("SELECT count(*) FROM vault_keys").fetchone() == (1,)
+    assert run_sql(again.secret_db, "SELECT count(DISTINCT key_id) FROM secrets") == [(1,)]
+    assert run_sql(again.secret_db, "SELECT count(*) FROM vault_keys") == [(1,)]

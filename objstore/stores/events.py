@@ -73,6 +73,9 @@ def validate_kind(kind: object) -> str:
     return kind
 
 
+EVENTS_LOCK = "events"
+
+
 class EventStore:
     """Every event of every pipeline, in one table of the server database."""
 
@@ -84,6 +87,7 @@ class EventStore:
             "INSERT INTO events (kind, namespace, pipeline, run, emitted_at, details) "
             "VALUES (:kind, :ns, :p, :run, :at, :details)"
         )
+        self._insert_returning = f"{self._insert} RETURNING id"
         # Oldest first by age (the index), so an interrupted prune has removed the oldest ones.
         self._delete_batch = sql(
             "DELETE FROM events WHERE id IN "
@@ -137,7 +141,10 @@ class EventStore:
     ) -> Event:
         """Append one event; it is durable when this returns."""
         params, emitted_at, stored = self._row(kind, details, namespace, pipeline, run)
-        event_id = self.db.insert(self._insert, params)
+        if self.db.serializes_writes:
+            event_id = self.db.insert(self._insert, params)
+        else:
+            event_id = self.db.write(lambda conn: self._append(conn, params))
         return Event(event_id, kind, emitted_at, stored, namespace, pipeline, run)
 
     def record(
@@ -152,7 +159,14 @@ class EventStore:
     ) -> None:
         """Append one event inside the caller's transaction on this database (it commits with it)."""
         params, _, _ = self._row(kind, details, namespace, pipeline, run)
-        conn.execute(self._insert, params)
+        self._append(conn, params)
+
+    def _append(self, conn: Connection, params: dict[str, Any]) -> int:
+        # Ids must become visible in increasing order, or a reader following the log with after=ID skips
+        # one that commits late. SQLite commits one writer at a time; PostgreSQL takes ids from a sequence
+        # outside the transaction, so its appends hold a lock from taking the id until the commit.
+        self.db.serialize(conn, EVENTS_LOCK)
+        return int(conn.execute(self._insert_returning, params).fetchone()[0])
 
     def emit_quietly(
         self,

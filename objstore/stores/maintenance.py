@@ -15,7 +15,7 @@ from objstore.db.database import Connection, Database
 from objstore.errors import IntegrityError
 from objstore.stores.batches import Checkpoint, no_checkpoint
 from objstore.stores.content import ContentStore
-from objstore.stores.objects import describe_scope
+from objstore.stores.objects import BLOB_LOCK, blob_lock_key, describe_scope
 from objstore.types import CheckReport, GCReport
 
 __all__ = ["Maintenance"]
@@ -89,6 +89,7 @@ class Maintenance:
         backend = self.content.backend
         removed = []
         for blob in batch:
+            self.db.serialize(conn, BLOB_LOCK, blob_lock_key(blob.sha256))
             if conn.execute(self._referenced, {"sha256": blob.sha256}).fetchone() is not None:
                 continue
             current = backend.stat(blob.sha256)  # a put may have refreshed or re-published it meanwhile

@@ -16,16 +16,19 @@ from typing import Any, BinaryIO
 
 from objstore.clock import Clock
 from objstore.db.database import Connection, Database
-from objstore.errors import AlreadyExists, InvalidValue, ObjectNotFound, RunExpired
+from objstore.errors import AlreadyExists, InvalidValue, ObjectNotFound, RunExpired, StorageError
 from objstore.stores.batches import BatchSizer, Checkpoint, no_checkpoint
 from objstore.stores.content import ContentStore, Source
 from objstore.stores.events import EventSink
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import ObjectInfo
 
-__all__ = ["PIPELINE_SCOPE", "ObjectStore", "describe_scope"]
+__all__ = ["BLOB_LOCK", "PIPELINE_SCOPE", "ObjectStore", "blob_lock_key", "describe_scope"]
 
 PIPELINE_SCOPE = 0  # the ``run`` column value of pipeline objects
+# Database.serialize topics (PostgreSQL): one pipeline's objects and expiry state; one blob's references.
+SCOPE_LOCK = "pipeline objects"
+BLOB_LOCK = "blob"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}(;[ -~]{0,200})?")
 _SCOPE = "scope_id = :scope AND run = :run"
@@ -33,6 +36,11 @@ _COLUMNS = '"key", size, sha256, content_type, created_at'
 
 mimetypes.init()
 _TYPES_BY_SUFFIX = dict(mimetypes.types_map)
+
+
+def blob_lock_key(sha256: str) -> int:
+    """The lock key of a blob: a put referring to it and a garbage collection removing it never overlap."""
+    return int(sha256[:8], 16)
 
 
 def describe_scope(namespace: str, pipeline: str, run: int) -> str:
@@ -116,11 +124,11 @@ class ObjectStore:
         # The usual excess is one: min(id) walks the pipeline's index entries without sorting them.
         self._delete_oldest_one = sql(
             "DELETE FROM objects WHERE id = "
-            '(SELECT min(id) FROM objects WHERE scope_id = :scope AND run = 0) RETURNING "key"'
+            '(SELECT min(id) FROM objects WHERE scope_id = :scope AND run = 0) RETURNING id, "key"'
         )
         self._delete_oldest = sql(
             "DELETE FROM objects WHERE id IN (SELECT id FROM objects WHERE scope_id = :scope AND run = 0 "
-            'ORDER BY id LIMIT :excess) RETURNING "key"'
+            'ORDER BY id LIMIT :excess) RETURNING id, "key"'
         )
         self._run_state = sql("SELECT last_run, expired_through FROM object_pipelines WHERE id = :scope")
         # CASE rather than max()/GREATEST(): the same text runs on SQLite and PostgreSQL.
@@ -215,6 +223,7 @@ class ObjectStore:
             if (
                 content.inline is not None
                 and not overwrite
+                and self.db.serializes_writes  # one statement checks and writes only under one writer
                 and self._insert_in_one_statement(row, scope, run)
             ):
                 return ObjectInfo(
@@ -222,6 +231,10 @@ class ObjectStore:
                 )
 
             def work(conn: Connection) -> list[str]:
+                # What is counted (the limit) or checked (expiry, content present) is held until commit.
+                self.db.serialize(conn, SCOPE_LOCK, scope)
+                if content.staged is not None:
+                    self.db.serialize(conn, BLOB_LOCK, blob_lock_key(content.sha256))
                 if run != PIPELINE_SCOPE:
                     self._check_run_open(conn, scope, namespace, pipeline, run)
                 if overwrite:
@@ -267,7 +280,8 @@ class ObjectStore:
             return []
         evict = {"scope": scope, "excess": excess}
         statement = self._delete_oldest_one if excess == 1 else self._delete_oldest
-        return [key for (key,) in conn.execute(statement, evict).fetchall()]
+        # RETURNING lists rows in no promised order (PostgreSQL's differs from SQLite's): oldest first.
+        return [key for _, key in sorted(conn.execute(statement, evict).fetchall())]
 
     def delete(self, namespace: str, pipeline: str, run: int, key: str) -> None:
         """Remove the object; its blob content, if any, is left to garbage collection."""
@@ -293,9 +307,16 @@ class ObjectStore:
     ) -> tuple[Any, ...]:
         """The object's row; on a miss, ``validate`` (if given) checks the key's name first."""
         scope = self.scope_id(namespace, pipeline, create=False)
-        row = (
-            None if scope is None else self.db.query_one(statement, {"scope": scope, "run": run, "key": key})
-        )
+        try:
+            row = (
+                None
+                if scope is None
+                else self.db.query_one(statement, {"scope": scope, "run": run, "key": key})
+            )
+        except StorageError:
+            if validate is not None:
+                validate(key)  # PostgreSQL refuses some bad keys (NUL) in the query itself: say why
+            raise
         if row is None:
             if validate is not None:
                 validate(key)
@@ -377,9 +398,12 @@ class ObjectStore:
                 return 0
         else:
             mark = {"scope": scope, "last_run": last_run, "through": through}
-            watermark = self.db.write(
-                lambda conn: int(conn.execute(self._raise_watermark, mark).fetchone()[0])
-            )
+
+            def raise_watermark(conn: Connection) -> int:
+                self.db.serialize(conn, SCOPE_LOCK, scope)  # no put is between its check and its commit
+                return int(conn.execute(self._raise_watermark, mark).fetchone()[0])
+
+            watermark = self.db.write(raise_watermark)
             if watermark < 1:
                 return 0
         sizer = BatchSizer(initial=min(1000, self.delete_batch), maximum=self.delete_batch)
@@ -409,6 +433,7 @@ class ObjectStore:
                 continue
 
             def work(conn: Connection, scope: int = scope) -> list[str]:
+                self.db.serialize(conn, SCOPE_LOCK, scope)
                 (current,) = conn.execute(self._count_pipeline, {"scope": scope}).fetchone()
                 return self._enforce_limit(conn, scope, int(current))
 

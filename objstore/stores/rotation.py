@@ -15,7 +15,7 @@ from objstore.crypto import kek_from_setting
 from objstore.db.database import Connection, Database
 from objstore.errors import WrongEncryptionKey
 from objstore.keyring import Keyring, reseal
-from objstore.stores.secrets import secret_aad_for, unwrap_keyring
+from objstore.stores.secrets import VAULT_LOCK, secret_aad_for, unwrap_keyring
 from objstore.timestamps import to_micros
 
 __all__ = ["rotate_data_key", "rotate_encryption_key"]
@@ -32,6 +32,7 @@ def rotate_encryption_key(database: Database, current_key: str, new_key: str) ->
     update = database.sql("UPDATE vault_keys SET wrapped = :wrapped WHERE key_id = :key_id")
 
     def work(conn: Connection) -> bool:
+        database.serialize(conn, VAULT_LOCK)
         rows = [tuple(row) for row in conn.execute(database.sql(_SELECT_KEYS)).fetchall()]
         if not rows:
             return False
@@ -58,18 +59,19 @@ def rotate_data_key(
     """
     kek = kek_from_setting(encryption_key)
     insert = database.sql(
-        "INSERT INTO vault_keys (key_id, wrapped, active, created_at) VALUES (:key_id, :wrapped, 1, :at)"
+        "INSERT INTO vault_keys (key_id, wrapped, active, created_at) VALUES (:key_id, :wrapped, TRUE, :at)"
     )
-    deactivate = database.sql("UPDATE vault_keys SET active = 0 WHERE key_id <> :key_id")
+    deactivate = database.sql("UPDATE vault_keys SET active = FALSE WHERE key_id <> :key_id")
     stale = database.sql(
         "SELECT id, scope, namespace, pipeline, name, sealed FROM secrets WHERE key_id <> :key_id LIMIT :n"
     )
     update = database.sql("UPDATE secrets SET sealed = :sealed, key_id = :key_id WHERE id = :id")
     retire = database.sql(
-        "DELETE FROM vault_keys WHERE active = 0 AND key_id NOT IN (SELECT DISTINCT key_id FROM secrets)"
+        "DELETE FROM vault_keys WHERE active = FALSE AND key_id NOT IN (SELECT DISTINCT key_id FROM secrets)"
     )
 
     def new_active(conn: Connection) -> Keyring:
+        database.serialize(conn, VAULT_LOCK)
         rows = [tuple(row) for row in conn.execute(database.sql(_SELECT_KEYS)).fetchall()]
         ring, key_id = unwrap_keyring(kek, rows).with_new_active_key()
         conn.execute(deactivate, {"key_id": key_id})
@@ -92,5 +94,10 @@ def rotate_data_key(
         moved += done
         if done < batch_size:
             break
-    database.write(lambda conn: conn.execute(retire, {}))  # keys no secret names any more
+
+    def retire_unused(conn: Connection) -> None:
+        database.serialize(conn, VAULT_LOCK)  # no secret put is between its key check and its commit
+        conn.execute(retire, {})  # keys no secret names any more
+
+    database.write(retire_unused)
     return ring, moved

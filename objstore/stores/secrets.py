@@ -27,6 +27,8 @@ __all__ = ["MAX_SECRET_BYTES", "Scope", "SecretStore", "open_keyring", "secret_a
 
 Scope = Literal["pipeline", "global"]
 MAX_SECRET_BYTES = 64 * 1024
+# Writers of secrets and of the keyring take this (PostgreSQL; SQLite's write lock already serialises them).
+VAULT_LOCK = "vault"
 _GLOBAL = ""  # namespace and pipeline columns of a global secret: never a valid id, so never a clash
 
 
@@ -46,6 +48,7 @@ def open_keyring(database: Database, encryption_key: str, *, clock: Clock) -> Ke
         return unwrap_keyring(kek, rows)
 
     def create(conn: Connection) -> Keyring:
+        database.serialize(conn, VAULT_LOCK)
         existing = conn.execute(select, {}).fetchall()
         if existing:  # another process created the vault first
             return unwrap_keyring(kek, existing)
@@ -111,6 +114,7 @@ class SecretStore:
             "UPDATE secrets SET sealed = :sealed, key_id = :key_id, is_text = :is_text, "
             f"allowed_namespaces = :allowed, updated_at = :at WHERE {where}"
         )
+        self._key_exists = sql("SELECT 1 FROM vault_keys WHERE key_id = :key_id")
         self._get = sql(f"SELECT sealed, is_text, allowed_namespaces FROM secrets WHERE {where}")
         self._get_value = sql(f"SELECT sealed, is_text FROM secrets WHERE {where}")
         self._delete = sql(f"DELETE FROM secrets WHERE {where}")
@@ -175,6 +179,12 @@ class SecretStore:
         }
 
         def work(conn: Connection) -> bool:
+            self.db.serialize(conn, VAULT_LOCK)  # a data-key rotation cannot retire the key meanwhile
+            if conn.execute(self._key_exists, {"key_id": ring.active_id}).fetchone() is None:
+                raise VaultError(
+                    "the vault's data keys were rotated by another process since this store opened; "
+                    "open the store again"
+                )
             if conn.execute(self._insert, row).rowcount == 1:
                 return False
             if not overwrite:
