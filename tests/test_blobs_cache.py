@@ -388,6 +388,25 @@ def test_cached_copy_does_not_resurrect_deleted_content(slow: CountingBackend, c
     assert not cache.exists(digest)
 
 
+def test_slow_store_failing_after_the_fill_leaves_an_evictable_entry(
+    slow: CountingBackend, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = make_cache(slow, cache_dir, max_bytes=10 * KIB)
+    a, b, c = (payload(4 * KIB, seed=s) for s in (1, 2, 3))
+    da, db, dc = (put(cache, x) for x in (a, b, c))
+
+    def unreachable(sha256: str) -> bool:
+        raise StorageError("the slow store timed out")
+
+    monkeypatch.setattr(slow, "exists", unreachable)
+    with pytest.raises(StorageError, match="timed out"):
+        cache.open(da)
+    monkeypatch.undo()
+    read(cache, db, len(b))
+    read(cache, dc, len(c))  # A must not be stuck as "open for reading"
+    assert cached(cache_dir) == {db, dc}
+
+
 def test_exists_and_stat_ask_the_slow_store(slow: CountingBackend, cache_dir: Path, tmp_path: Path) -> None:
     cache = make_cache(slow, cache_dir)
     data = payload(KIB, seed=10)

@@ -241,7 +241,12 @@ class CachedBlobBackend(BlobBackend):
         if entry is None:
             self._index.unreserve(info.size)
             return self._uncached(sha)
-        if not self.slow.exists(sha):
+        try:
+            still_there = self.slow.exists(sha)
+        except BaseException:
+            self._index.release(entry)  # the copy is good; only the pin must not outlive this call
+            raise
+        if not still_there:
             # Deleted from the slow store while we downloaded (another process): no resurrection.
             self._index.release(entry)
             self._forget(sha, strict=False)
