@@ -26,6 +26,7 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, BinaryIO, NoReturn, cast
 
 import obstore
@@ -393,12 +394,12 @@ class S3BlobBackend(BlobBackend):
             # One DeleteObjects request per 1000 keys.
             self._retrier.call(
                 "remove stale staging objects",
-                lambda batch=batch: obstore.delete(self._requests, batch),  # type: ignore[misc]
+                partial(obstore.delete, self._requests, batch),
             )
         return len(stale) + self._abort_stale_uploads(older_than)
 
     def _abort_stale_uploads(self, older_than: datetime) -> int:
-        """Abort multipart uploads to staging keys started before ``older_than`` (left by killed writers)."""
+        """Abort multipart uploads to staging keys idle since before ``older_than`` (killed writers)."""
         if not self._multipart.can_sign():
             if not self._warned_unsigned:
                 self._warned_unsigned = True
@@ -409,21 +410,12 @@ class S3BlobBackend(BlobBackend):
                 )
             return 0
 
-        def stale() -> list[tuple[str, str]]:
-            return [
-                (u.key, u.upload_id)
-                for u in self._multipart.list(self._staging)
-                if self._token.fullmatch(u.key) and u.initiated < older_than
-            ]
-
-        aborted = 0
-        for key, upload_id in self._retrier.call("list incomplete multipart uploads", stale):
-            if self._retrier.call(
-                f"abort the multipart upload of {key}",
-                lambda key=key, upload_id=upload_id: self._multipart.abort(key, upload_id),  # type: ignore[misc]
-            ):
-                aborted += 1
-        return aborted
+        return self._multipart.abort_stale(
+            self._staging,
+            older_than,
+            ours=lambda key: self._token.fullmatch(key) is not None,
+            call=self._retrier.call,
+        )
 
     def close(self) -> None:
         """obstore's clients close their connections when dropped; nothing to do."""

@@ -21,6 +21,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 __all__ = ["Credentials", "MultipartUploads", "Upload", "UploadRequestError", "sign_v4"]
 
@@ -144,10 +146,7 @@ class MultipartUploads:
             status, body = self._request("GET", "", query)
             if status != 200:
                 raise UploadRequestError("listing multipart uploads", status, body)
-            try:
-                root = ET.fromstring(body)
-            except ET.ParseError:
-                raise UploadRequestError("listing multipart uploads (unreadable answer)", 502, b"") from None
+            root = _parse(body, "listing multipart uploads")
             ns = _NS if root.tag.startswith(_NS) else ""
             for item in root.iter(f"{ns}Upload"):
                 key = item.findtext(f"{ns}Key") or ""
@@ -160,6 +159,60 @@ class MultipartUploads:
             query = dict(query)
             query["key-marker"] = root.findtext(f"{ns}NextKeyMarker") or ""
             query["upload-id-marker"] = root.findtext(f"{ns}NextUploadIdMarker") or ""
+
+    def last_part_modified(self, key: str, upload_id: str) -> datetime | None:
+        """When the upload's latest part arrived; None if it has no parts (or is gone)."""
+        query = {"uploadId": upload_id}
+        latest: datetime | None = None
+        while True:
+            status, body = self._request("GET", key, query)
+            if status == 404:
+                return latest  # completed or aborted meanwhile
+            if status != 200:
+                raise UploadRequestError("listing the parts of a multipart upload", status, body)
+            root = _parse(body, "listing the parts of a multipart upload")
+            ns = _NS if root.tag.startswith(_NS) else ""
+            for part in root.iter(f"{ns}Part"):
+                when = _parse_time(part.findtext(f"{ns}LastModified") or "")
+                latest = when if latest is None or when > latest else latest
+            if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
+                return latest
+            query = {
+                "uploadId": upload_id,
+                "part-number-marker": root.findtext(f"{ns}NextPartNumberMarker") or "",
+            }
+
+    def abort_stale(
+        self,
+        prefix: str,
+        older_than: datetime,
+        *,
+        ours: Callable[[str], bool],
+        call: Callable[[str, Callable[[], Any]], Any],
+    ) -> int:
+        """Abort the uploads under ``prefix`` whose keys are ``ours`` and idle since before ``older_than``.
+
+        Idle means started before the cutoff and no part received since: an upload still being written
+        (a big value on a slow link) keeps going. ``call(action, request)`` runs each request (retries).
+        """
+        candidates = call(
+            "list incomplete multipart uploads",
+            lambda: [u for u in self.list(prefix) if ours(u.key) and u.initiated < older_than],
+        )
+        aborted = 0
+        for upload in candidates:
+            latest = call(
+                f"list the parts of the multipart upload of {upload.key}",
+                partial(self.last_part_modified, upload.key, upload.upload_id),
+            )
+            if latest is not None and latest >= older_than:
+                continue
+            if call(
+                f"abort the multipart upload of {upload.key}",
+                partial(self.abort, upload.key, upload.upload_id),
+            ):
+                aborted += 1
+        return aborted
 
     def abort(self, key: str, upload_id: str) -> bool:
         """Abort one upload; False if it was already gone (completed or aborted by someone else)."""
@@ -201,6 +254,14 @@ class MultipartUploads:
             return response.status, response.read()
         finally:
             conn.close()
+
+
+def _parse(body: bytes, what: str) -> ET.Element:
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError:
+        # Worded as a 502 so that it counts as transient: a proxy's error page, a cut-off answer.
+        raise UploadRequestError(f"{what} (unreadable answer)", 502, b"") from None
 
 
 def _parse_time(text: str) -> datetime:
