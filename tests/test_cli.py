@@ -134,6 +134,7 @@ def test_init_config_file_is_private_and_not_overwritten(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["objstore.toml"]  # no temp file left
 
 
+@pytest.mark.sqlite_only  # SQLite files and the SQLite key's variable
 def test_init_config_output_is_a_working_configuration(run: Invoke, data_dir: Path) -> None:
     assert run("objects", "ls", "-p", "build").exit_code == 0
     assert (data_dir / "objects.db").exists()
@@ -149,6 +150,7 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "objstore-data").exists()
 
 
+@pytest.mark.sqlite_only  # SQLite files and the SQLite key's variable
 def test_config_from_environment_variable(config_file: Path) -> None:
     result = CliRunner().invoke(
         cli, ["runs", "start", "-p", "build"], env={"OBJSTORE_CONFIG": str(config_file)}
@@ -175,6 +177,7 @@ def test_several_config_problems_still_print_one_line(tmp_path: Path) -> None:
 # -- db ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # SQLite files and the SQLite key's variable
 def test_db_status_and_upgrade_on_a_fresh_store(run: Invoke) -> None:
     status = run("db", "status", "--json")
     assert status.exit_code == 0, status.output

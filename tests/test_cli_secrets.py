@@ -291,6 +291,7 @@ def test_wrong_key_exits_9_and_says_so(run: Invoke, config_file: Path) -> None:
     assert run("secrets", "get", "-p", "build", "TOKEN").stdout == SECRET
 
 
+@pytest.mark.sqlite_only  # SQLite files and the SQLite key's variable
 def test_rotate_key_from_environment(run: Invoke, config_file: Path) -> None:
     old_key = configured_key(config_file)
     put(run, "-p", "build", "TOKEN")
@@ -326,6 +327,7 @@ def test_rotate_key_from_environment(run: Invoke, config_file: Path) -> None:
     assert new("secrets", "get", "-p", "build", "TOKEN").stdout == SECRET
 
 
+@pytest.mark.sqlite_only  # SQLite files and the SQLite key's variable
 def test_rotate_key_names_the_environment_variable_holding_the_key(config_file: Path) -> None:
     old_key = configured_key(config_file)
     run = invoker(with_key(config_file, None, "nokey.toml"))

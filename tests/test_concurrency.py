@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -30,17 +29,17 @@ def _start_runs(data_dir: str, start_at: float) -> list[int]:
         return [pipe.start_run().number for _ in range(25)]
 
 
-def test_pipeline_limit_holds_across_processes(data_dir: Path) -> None:
-    ObjStore(Settings.for_directory(data_dir)).close()  # create the schema before the race
+def test_pipeline_limit_holds_across_processes(data_dir: Path, engine: str) -> None:
+    watcher_store = ObjStore(Settings.for_directory(data_dir))  # creates the schema before the race
+    count_objects = watcher_store.object_db.sql("SELECT count(*) FROM objects WHERE run = 0")
     highest = 0
     stop = threading.Event()
 
     def watch() -> None:
         nonlocal highest
-        with sqlite3.connect(data_dir / "objects.db") as raw:
-            while not stop.is_set():
-                (count,) = raw.execute("SELECT count(*) FROM objects WHERE run = 0").fetchone()
-                highest = max(highest, count)
+        while not stop.is_set():
+            (count,) = watcher_store.object_db.query_one(count_objects, {}) or (0,)
+            highest = max(highest, count)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -53,6 +52,7 @@ def test_pipeline_limit_holds_across_processes(data_dir: Path) -> None:
     finally:
         stop.set()
         watcher.join()
+        watcher_store.close()
     assert highest <= LIMIT
     with ObjStore(Settings.for_directory(data_dir, object_store={"pipeline_object_limit": LIMIT})) as store:
         objects = store.pipeline("default", "shared").objects.list()
@@ -67,7 +67,7 @@ def test_pipeline_limit_holds_across_processes(data_dir: Path) -> None:
             )
 
 
-def test_concurrent_start_run_yields_distinct_consecutive_numbers(data_dir: Path) -> None:
+def test_concurrent_start_run_yields_distinct_consecutive_numbers(data_dir: Path, engine: str) -> None:
     ObjStore(Settings.for_directory(data_dir)).close()
     start_at = time.time() + 1.5
     with multiprocessing.get_context("spawn").Pool(4) as pool:
