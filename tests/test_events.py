@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -191,3 +192,37 @@ def test_pruning_gives_the_space_back_to_the_filesystem(make_store: StoreFactory
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
     assert path.stat().st_size < before / 4
+
+
+def test_event_ids_become_visible_in_order(make_store: StoreFactory) -> None:
+    """A reader following the log with after=ID never skips an event that committed late."""
+    store = make_store()
+    writers, per_writer = 4, 150
+    seen: list[int] = []
+    done = threading.Event()
+
+    def write(worker: int) -> None:
+        for i in range(per_writer):
+            store.events.emit("tick", {"worker": worker, "i": i})
+
+    def follow() -> None:
+        after = 0
+        while not done.is_set() or len(seen) < writers * per_writer:
+            page = store.events.list(after=after, limit=1000, kind="tick")
+            seen.extend(event.id for event in page)
+            if page:
+                after = page[-1].id
+            if done.is_set() and not page:
+                break
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done.set()
+    follower.join(timeout=30)
+    assert len(seen) == writers * per_writer == len(set(seen))
+    assert seen == sorted(seen)

@@ -1,0 +1,121 @@
+"""What is particular to PostgreSQL: explicit schema upgrades, concurrent upgrades, event ids that commit in
+order, and a connection the server dropped. (Everything else runs on PostgreSQL through the ``engine``
+fixture.) These tests need ``OBJSTORE_TEST_POSTGRES_URL``; CI sets it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from objstore.cli.main import cli
+from objstore.config import Settings
+from objstore.db.revision import SCHEMA_HEAD, VERSION_TABLE
+from objstore.engine import ObjStore
+from objstore.errors import SchemaError, StorageError
+from tests.databases import POSTGRES_URL, PostgresSchema, run_sql
+
+pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="needs OBJSTORE_TEST_POSTGRES_URL (CI sets it)")
+
+
+@pytest.fixture
+def empty_schema() -> Iterator[PostgresSchema]:
+    """A schema with no tables at all (a database nobody ran `objstore db upgrade` on)."""
+    name = f"objstore_empty_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {name}")  # type: ignore[arg-type]
+    try:
+        yield PostgresSchema(POSTGRES_URL, name)
+    finally:
+        with psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {name} CASCADE")  # type: ignore[arg-type]
+
+
+def _settings(root: Path, url: str, **overrides: Any) -> Settings:
+    database = {"engine": "postgres", "postgres": {"url": url}}
+    return Settings.for_directory(
+        root,
+        object_store=database,
+        secret_store=database,
+        server={"storage_engine": "postgres", "postgres": {"url": url}},
+        **overrides,
+    )
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "objstore.toml"
+    path.write_text(
+        f'[object_store]\nengine = "postgres"\n[object_store.postgres]\nurl = "{url}"\n'
+        f'[secret_store]\nengine = "postgres"\n[secret_store.postgres]\nurl = "{url}"\n'
+        f'[server]\nstorage_engine = "postgres"\n[server.postgres]\nurl = "{url}"\n'
+    )
+    return path
+
+
+def test_a_new_database_is_created_only_by_db_upgrade(empty_schema: PostgresSchema, tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="objstore db upgrade") as refused:
+        ObjStore(_settings(tmp_path, empty_schema.url))
+    assert "has no objstore schema yet" in str(refused.value)
+    config = _config(tmp_path, empty_schema.url)
+    runner = CliRunner()
+    status = runner.invoke(cli, ["--config", str(config), "db", "status"])
+    assert status.exit_code == 0 and "empty" in status.stdout, status.output
+    refused_command = runner.invoke(cli, ["--config", str(config), "objects", "ls", "-p", "build"])
+    assert refused_command.exit_code != 0 and "objstore db upgrade" in refused_command.stderr
+    assert "Traceback" not in refused_command.output
+    upgraded = runner.invoke(cli, ["--config", str(config), "db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    with ObjStore(_settings(tmp_path, empty_schema.url)) as store:
+        store.pipeline("default", "p").objects.put("k", b"v")
+        assert [s.current for s in store.schema_status()] == [SCHEMA_HEAD]
+
+
+def test_an_older_database_is_not_upgraded_on_open(empty_schema: PostgresSchema, tmp_path: Path) -> None:
+    ObjStore(_settings(tmp_path, empty_schema.url), upgrade_schema=False).upgrade()
+    with ObjStore(_settings(tmp_path, empty_schema.url)) as store:
+        run_sql(store.object_db, f"UPDATE {VERSION_TABLE} SET version_num = '0002_vault'")
+    with pytest.raises(SchemaError, match="0002_vault") as refused:
+        ObjStore(_settings(tmp_path, empty_schema.url))
+    assert "objstore db upgrade" in str(refused.value)
+
+
+def test_a_newer_database_is_refused(empty_schema: PostgresSchema, tmp_path: Path) -> None:
+    ObjStore(_settings(tmp_path, empty_schema.url), upgrade_schema=False).upgrade()
+    with ObjStore(_settings(tmp_path, empty_schema.url)) as store:
+        run_sql(store.object_db, f"UPDATE {VERSION_TABLE} SET version_num = '9999_from_the_future'")
+    with pytest.raises(SchemaError, match="9999_from_the_future"):
+        ObjStore(_settings(tmp_path, empty_schema.url))
+    with pytest.raises(SchemaError, match="newer than this objstore"):
+        ObjStore(_settings(tmp_path, empty_schema.url), upgrade_schema=False).upgrade()
+
+
+def _upgrade(url: str) -> list[str | None]:
+    with ObjStore(_settings(Path("/nonexistent-objstore-test"), url), upgrade_schema=False) as store:
+        return [status.current for status in store.upgrade()]
+
+
+def test_concurrent_upgrades_create_the_schema_once(empty_schema: PostgresSchema) -> None:
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.map(_upgrade, [empty_schema.url] * 6)
+    assert results == [[SCHEMA_HEAD]] * 6
+    with ObjStore(_settings(Path("/nonexistent-objstore-test"), empty_schema.url)) as store:
+        assert run_sql(store.object_db, f"SELECT version_num FROM {VERSION_TABLE}") == [(SCHEMA_HEAD,)]
+
+
+def test_a_dropped_connection_is_replaced(postgres_schema: PostgresSchema, tmp_path: Path) -> None:
+    store = ObjStore(_settings(tmp_path, postgres_schema.url))
+    objects = store.pipeline("default", "p").objects
+    objects.put("k", b"v")
+    ((pid,),) = run_sql(store.object_db, "SELECT pg_backend_pid()")
+    with psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(StorageError, match=r"cannot be reached|failed"):
+        objects.get("k")  # this call learns that the server closed the connection
+    assert objects.get("k") == b"v"  # the next one connects again
+    store.close()
