@@ -359,28 +359,70 @@ class DevelopmentSettings(_Section):
     pretty_logging: bool = Field(False, description="Human-readable log lines instead of JSON.")
 
 
+_STORE_NAME = Field(
+    None,
+    pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+    description="Name of this store in commands (`objstore blobs migrate --to NAME`); default: its "
+    "position in the list, from 1.",
+)
+_RETRIES = "Retries of a failed request (0: try once); attempt N waits 2^N x delay, +-jitter/2 of that."
+
+
 class FilesystemBlobStore(_Section):
     type: Literal["filesystem"] = "filesystem"
+    name: str | None = _STORE_NAME
     path: Path = Field(description="Folder of the content files.", examples=["objstore-data/blobs"])
 
 
 class S3BlobStore(_Section):
     type: Literal["s3"] = "s3"
+    name: str | None = _STORE_NAME
     bucket: str = Field(min_length=1, description="Bucket name.", examples=["ci-artifacts"])
     prefix: str | None = Field(None, description="Key prefix inside the bucket.", examples=["blobs"])
     region: str | None = Field(None, description="Region of the bucket.", examples=["eu-west-1"])
     endpoint: str | None = Field(
         None, description="URL of an S3-compatible server.", examples=["http://127.0.0.1:7480"]
     )
+    access_key_id: SecretStr | None = Field(
+        None, description="Access key; unset: AWS_ACCESS_KEY_ID and the usual AWS sources."
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="Secret key; unset: AWS_SECRET_ACCESS_KEY and the usual AWS sources."
+    )
+    max_retries: WholeNumber = Field(6, ge=0, description=_RETRIES)
+    delay: float = Field(0.3, ge=0, description="Base delay of the retries, in seconds.")
+    jitter: float = Field(0.5, ge=0, le=1, description="Randomness of each retry's delay (0 to 1).")
+    timeout: Duration = Field(timedelta(seconds=30), description="Time limit of one request.")
+    part_size: WholeNumber = Field(
+        8 << 20, ge=5 << 20, description="Bytes per part of a multipart upload (at least 5 MiB)."
+    )
+    max_concurrency: WholeNumber = Field(
+        4, ge=1, description="Parts uploaded at once; memory is about part_size x (max_concurrency + 1)."
+    )
 
 
 class HttpBlobStore(_Section):
     type: Literal["http"] = "http"
+    name: str | None = _STORE_NAME
     host: str = Field(
         min_length=1, description="Another objstore serving /blobs.", examples=["localhost:7777"]
     )
     protocol: Literal["http", "https"] = Field("http", description='"http" or "https".')
     token: SecretStr | None = Field(None, description="Bearer token for that server.")
+    max_retries: WholeNumber = Field(3, ge=0, description=_RETRIES)
+    delay: float = Field(0.2, ge=0, description="Base delay of the retries, in seconds.")
+    jitter: float = Field(0.5, ge=0, le=1, description="Randomness of each retry's delay (0 to 1).")
+    timeout: Duration = Field(timedelta(seconds=30), description="Time limit of one request.")
+
+
+class BlobCacheSettings(_Section):
+    path: Path | None = Field(
+        None,
+        description="Folder of a local cache in front of the blob stores (reads fill it, least recently used "
+        "content leaves first); unset: no cache. Never inside a filesystem store's folder.",
+        examples=["objstore-data/blob-cache"],
+    )
+    max_bytes: WholeNumber = Field(10 << 30, ge=1, description="Most bytes the cache keeps.")
 
 
 BlobStore = FilesystemBlobStore | S3BlobStore | HttpBlobStore
@@ -406,6 +448,9 @@ class BlobSettings(_Section):
         default_factory=list,
         description="Blob stores: the first is written to, the others are read in turn. None: a filesystem "
         "store in a `blobs` folder beside the object database.",
+    )
+    cache: BlobCacheSettings = Field(
+        default_factory=BlobCacheSettings, description="A fast local tier in front of the blob stores."
     )
 
 

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from objstore.blobs.base import BlobBackend
-from objstore.blobs.filesystem import FilesystemBlobBackend
+from objstore.blobs.migrate import MigrationReport
 from objstore.clock import Clock, SystemClock
 from objstore.config import DEFAULT_ENCRYPTION_KEY, PLACEHOLDER_KEY, Settings
 from objstore.db.database import Database
 from objstore.db.migrate import SchemaStatus, ensure_schema, schema_status, upgrade
 from objstore.db.postgres import PostgresDatabase, mask_password
 from objstore.db.sqlite_database import SqliteDatabase
-from objstore.errors import ConfigError, InvalidValue, ObjStoreError, VaultError
+from objstore.engine_blobs import build_blob_backend
+from objstore.errors import InvalidValue, ObjStoreError, VaultError
 from objstore.handles import Events, Pipeline, Stores
 from objstore.masking import Masker
 from objstore.names import validate_id
@@ -98,7 +100,8 @@ class ObjStore:
         if self._upgrade_schema:
             for database in self._databases.values():
                 ensure_schema(database, auto_upgrade=True)  # PostgreSQL: checked, never changed here
-        self.blob_backend = _blob_backend(settings)
+        self.blob_stores = build_blob_backend(settings)
+        self.blob_backend = self.blob_stores.backend
         self.content = ContentStore(self.blob_backend, threshold=settings.blobs.threshold)
         self.event_store = EventStore(self.server_db, clock=self.clock)
         notify = self.event_store.emit_quietly
@@ -222,6 +225,13 @@ class ObjStore:
             staging_grace=staging_grace,
             dry_run=dry_run,
         )
+
+    def migrate_blobs(self, to: str, *, progress: Callable[[int], None] | None = None) -> MigrationReport:
+        """Copy into blob store ``to`` (its ``name``, or its position in ``[[blobs.stores]]`` from 1) every
+        blob the other stores hold and it lacks, each copy verified against its sha256. Resumable: run it
+        again after an interruption. Put the target first in the list to write new content there."""
+        self._check_open()
+        return self.blob_stores.migrate_to(to, progress=progress)
 
     def check(self, *, fix: bool = False, verify: bool = False) -> CheckReport:
         """Objects whose content is missing (or corrupt, with ``verify``) and content no object uses."""
@@ -350,16 +360,6 @@ class ObjStore:
     def __repr__(self) -> str:  # settings and keys are never shown
         state = "closed" if self._closed else "open"
         return f"<ObjStore {state} objects={self.settings.object_store.sqlite.path}>"
-
-
-def _blob_backend(settings: Settings) -> BlobBackend:
-    stores = settings.blob_stores()
-    first = stores[0]
-    if first.type != "filesystem":
-        raise ConfigError(
-            f'blob store type {first.type!r} is not available in this version; use type = "filesystem"'
-        )
-    return FilesystemBlobBackend(Path(first.path))
 
 
 def open(  # the natural name: objstore.open(...)

@@ -131,8 +131,8 @@ def _render_store_examples(path: tuple[str, ...], lines: list[str]) -> None:
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, timedelta):
         return _toml(format_duration(value))
     if isinstance(value, Path):

@@ -20,6 +20,7 @@ import click
 
 import objstore
 from objstore.cli import (
+    blobs_cmd,
     config_cmd,
     db_cmd,
     events_cmd,
@@ -125,6 +126,7 @@ cli.add_command(events_cmd.events)
 cli.add_command(events_cmd.logs)
 cli.add_command(stats_cmd.stats)
 cli.add_command(serve_cmd.serve)
+cli.add_command(blobs_cmd.blobs)
 
 
 def main() -> NoReturn:

@@ -1,0 +1,111 @@
+"""Several blob stores as one: the first is written to, the others are read in turn when content is missing.
+
+This is how a team moves its content to a new store without a flag day: configure the new store first and
+keep the old one after it; reads find old content where it is, ``objstore blobs migrate`` copies it over,
+then the old store can go. A store that fails with anything but "not there" is logged and the next one
+tried, so one unreachable legacy store does not stop reads that another can serve.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import BinaryIO
+
+from objstore.blobs.base import BlobBackend, BlobMissing, BlobStat, StagedBlob
+from objstore.errors import InvalidValue, StorageError
+
+__all__ = ["BlobChain"]
+
+_log = logging.getLogger("objstore.blobs")
+
+
+class BlobChain(BlobBackend):
+    """``stores[0]`` takes every write; reads try each store in order."""
+
+    def __init__(self, stores: Sequence[BlobBackend]) -> None:
+        if not stores:
+            raise InvalidValue("a blob chain needs at least one store")
+        self.stores = list(stores)
+        self.primary = self.stores[0]
+        self.name = " then ".join(store.name for store in self.stores)
+
+    # -- writes go to the first store ---------------------------------------------------------------------
+
+    def stage(self, chunks: Iterable[bytes]) -> StagedBlob:
+        return self.primary.stage(chunks)
+
+    def publish(self, staged: StagedBlob) -> None:
+        self.primary.publish(staged)
+
+    def discard(self, staged: StagedBlob) -> None:
+        self.primary.discard(staged)
+
+    # -- reads try each store in turn -----------------------------------------------------------------------
+
+    def _first(self, sha256: str, read: str) -> tuple[BlobBackend, object]:
+        """The first store that answers ``read`` for ``sha256`` with something, and its answer."""
+        failure: StorageError | None = None
+        for store in self.stores:
+            try:
+                answer = getattr(store, read)(sha256)
+            except BlobMissing:
+                continue
+            except StorageError as error:
+                _log.warning("blob store %s failed, trying the next one: %s", store.name, error)
+                failure = error
+                continue
+            if answer is None or answer is False:
+                continue
+            return store, answer
+        if failure is not None:
+            raise failure  # no store had it, and at least one could not say: do not claim it is missing
+        raise BlobMissing(f"content {sha256} is in none of the blob stores ({self.name})")
+
+    def exists(self, sha256: str) -> bool:
+        try:
+            self._first(sha256, "exists")
+        except BlobMissing:
+            return False
+        return True
+
+    def open(self, sha256: str) -> BinaryIO:
+        _, reader = self._first(sha256, "open")
+        return reader  # type: ignore[return-value]
+
+    def stat(self, sha256: str) -> BlobStat | None:
+        try:
+            _, found = self._first(sha256, "stat")
+        except BlobMissing:
+            return None
+        return found  # type: ignore[return-value]
+
+    def where(self, sha256: str) -> list[BlobBackend]:
+        """Every store holding the content (for checks and migration)."""
+        return [store for store in self.stores if store.exists(sha256)]
+
+    def iter_blobs(self) -> Iterator[BlobStat]:
+        """Every blob of every store, each once (the first store's record of it)."""
+        seen: set[str] = set()
+        for store in self.stores:
+            for blob in store.iter_blobs():
+                if blob.sha256 not in seen:
+                    seen.add(blob.sha256)
+                    yield blob
+
+    # -- removal applies everywhere -------------------------------------------------------------------------
+
+    def delete(self, sha256: str) -> bool:
+        """Remove the content from every store (garbage collection: no object refers to it)."""
+        removed = False
+        for store in self.stores:
+            removed = store.delete(sha256) or removed
+        return removed
+
+    def remove_stale_staging(self, older_than: datetime) -> int:
+        return sum(store.remove_stale_staging(older_than) for store in self.stores)
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
