@@ -59,7 +59,11 @@ def test_stats_json_counts_every_store(run: Invoke, filled: None, engine: str) -
     assert stats["task_logs"] == 1 and stats["task_log_bytes"] == len(b"compiling in run 3\n")
     assert stats["events"] >= 3 and stats["oldest_event"] <= stats["newest_event"]
     if engine == "sqlite":
-        assert {Path(d["path"]).name for d in stats["databases"]} == {"objstore.db", "objects.db", "secrets.db"}
+        assert {Path(d["path"]).name for d in stats["databases"]} == {
+            "objstore.db",
+            "objects.db",
+            "secrets.db",
+        }
     else:  # the three share the test's PostgreSQL schema
         assert [d["path"].split("://")[0] for d in stats["databases"]] == ["postgresql+psycopg"]
     assert all(d["bytes"] > 0 for d in stats["databases"])
