@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -342,7 +343,8 @@ def test_token_never_logged_or_shown(
     lines = [formatter.format(record) for record in server_log.records]
     assert any('"status": 401' in line for line in lines)
     assert any('"method": "PUT"' in line and '"status": 201' in line for line in lines)
-    shown = [*lines, *errors, repr(good), repr(wrong), good.name, repr(server), str(vars(good))]
+    internals = [str(vars(client)) + str(vars(client._transport)) for client in (good, wrong)]
+    shown = [*lines, *errors, *internals, repr(good), repr(wrong), good.name, repr(server)]
     for text in shown:
         assert TOKEN not in text
         assert WRONG not in text
@@ -425,10 +427,13 @@ def test_concurrent_clients_store_the_same_content_once(
 
 class FlakyProxy:
     """Answers the first ``refuse`` connections with 503 (Connection: close), pipes the rest to ``port``;
-    with ``cut_after``, the first piped connection is cut after that many bytes from the server."""
+    with ``cut_after``, the first piped connection is cut after that many bytes from the server; with
+    ``tls``, terminates TLS (the handshake happens in the accepting thread: fine for one client)."""
 
-    def __init__(self, port: int, *, refuse: int = 0, cut_after: int | None = None) -> None:
-        self.port, self.refuse, self.cut_after = port, refuse, cut_after
+    def __init__(
+        self, port: int, *, refuse: int = 0, cut_after: int | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.port, self.refuse, self.cut_after, self.tls = port, refuse, cut_after, tls
         self.refused = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
@@ -440,6 +445,12 @@ class FlakyProxy:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (OSError, ssl.SSLError):
+                    conn.close()
+                    continue
             if self.refused < self.refuse:
                 self.refused += 1
                 threading.Thread(target=self._refuse, args=(conn,), daemon=True).start()
@@ -481,14 +492,21 @@ def proxied(proxy: FlakyProxy, tmp_path: Path, **options: Any) -> HttpBlobBacken
     return HttpBlobBackend(proxy.address, token=TOKEN, staging_dir=tmp_path / "proxied", **options)
 
 
-def test_503_is_retried_with_backoff(server: BlobServer, tmp_path: Path) -> None:
+def test_503_is_retried_with_backoff(
+    server: BlobServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     proxy = FlakyProxy(server.port, refuse=3)
     client = proxied(proxy, tmp_path, delay=0.05, jitter=0.5, max_retries=3)
     started = time.monotonic()
-    digest = put(client, b"through a flaky proxy")
+    with caplog.at_level(logging.WARNING, logger="objstore.blobs.http"):
+        digest = put(client, b"through a flaky proxy")
     elapsed = time.monotonic() - started
     assert proxy.refused == 3
     assert elapsed >= (0.05 + 0.1 + 0.2) * 0.75  # 2**N * delay * (1 - jitter/2) for N = 0, 1, 2
+    retries = [r.getMessage() for r in caplog.records if r.name == "objstore.blobs.http"]
+    assert len(retries) == 3
+    assert "503 Service Unavailable); retry 3 of 3" in retries[-1]
+    assert all(TOKEN not in message for message in retries)
     assert read_verified(client.open(digest), digest, 21, "x") == b"through a flaky proxy"
     client.close()
     proxy.close()
@@ -540,6 +558,64 @@ def test_not_a_blob_server(tmp_path: Path) -> None:
         client.exists(sha(b"x"))  # a plain 404 must not read as "missing"
     other.shutdown()
     other.server_close()
+
+
+def test_server_without_deletes(
+    serve: Callable[..., BlobServer], stored: FilesystemBlobBackend, connect: Callable[..., HttpBlobBackend]
+) -> None:
+    client = connect(serve(allow_delete=False).port)
+    digest = put(client, b"kept for good")
+    with pytest.raises(StorageError, match="405: this blob server does not delete content"):
+        client.delete(digest)
+    assert stored.exists(digest)
+
+
+def test_https(server: BlobServer, tmp_path: Path) -> None:
+    """The client over TLS, through a TLS-terminating proxy with a self-signed certificate."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    proxy = FlakyProxy(server.port, tls=server_side)
+    port = proxy.address.rsplit(":", 1)[1]
+    trusting = ssl.create_default_context(cafile=tmp_path / "cert.pem")
+    client = HttpBlobBackend(
+        f"localhost:{port}", protocol="https", token=TOKEN, ssl_context=trusting, staging_dir=tmp_path / "s"
+    )
+    assert client.name == f"https://localhost:{port}"
+    data = payload(3 * MIB, seed=11)
+    digest = put(client, data)
+    assert read_verified(client.open(digest), digest, len(data), "x") == data
+    untrusting = HttpBlobBackend(f"localhost:{port}", protocol="https", token=TOKEN)
+    with pytest.raises(StorageError, match="cannot trust the certificate of https://localhost"):
+        untrusting.exists(digest)  # at once: retrying cannot help
+    client.close()
+    proxy.close()
 
 
 def test_missing_blob_and_stop_closes_connections(server: BlobServer, client: HttpBlobBackend) -> None:
@@ -636,7 +712,11 @@ def test_serve_blobs_process(config: Path, tmp_path: Path, signum: int) -> None:
     )
     try:
         assert process.stderr is not None
-        first = json.loads(process.stderr.readline())
+        line = process.stderr.readline()
+        if not line.startswith("{"):
+            process.kill()
+            raise AssertionError(line + process.stderr.read())
+        first = json.loads(line)
         assert first["message"].startswith("serving the blobs of filesystem:"), first
         client = HttpBlobBackend(f"127.0.0.1:{first['port']}", token=TOKEN, staging_dir=tmp_path / "c")
         data = payload(3 * MIB, seed=7)

@@ -82,7 +82,8 @@ def serve_blobs(listen: str, token_file: str | None) -> None:
     `Authorization: Bearer TOKEN`; without a token the server only listens on a loopback address.
     Logs one JSON line per request (development.pretty_logging for readable lines).
     """
-    from objstore.blobs.http_server import BlobServer, check_token, is_loopback
+    from objstore.blobs.http_protocol import check_token, is_loopback
+    from objstore.blobs.http_server import BlobServer
 
     host, port = _parse_listen(listen)
     token, warning = _read_token(token_file)
