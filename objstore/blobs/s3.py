@@ -12,7 +12,8 @@ Layout: ``<prefix>/<sha[:2]>/<sha256>`` holds content, ``<prefix>/.staging/<32 h
   upload of the content address, verified against their sha256 on the way (bounded memory; the bytes
   travel twice).
 - A multipart upload whose process died (SIGKILL) stays in the bucket, invisible to listings;
-  ``remove_stale_staging`` aborts those started before its cutoff, as it deletes old staging objects.
+  ``remove_stale_staging`` aborts those idle since before its cutoff (no part received since), as it
+  deletes old staging objects.
 
 Retries and error messages: see ``objstore.blobs.s3_retry``; streaming reads: ``objstore.blobs.s3_reader``.
 """
