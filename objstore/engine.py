@@ -112,6 +112,7 @@ class ObjStore:
             pipeline_object_limit=settings.object_store.pipeline_object_limit,
             run_object_expiry=settings.object_store.run_object_expiry,
             notify=notify,
+            events=self.event_store if self.server_db is self.object_db else None,
         )
         self.runs = RunStore(self.server_db, clock=self.clock, events=self.event_store)
         self.task_logs = TaskLogStore(

@@ -20,6 +20,7 @@ import click
 
 import objstore
 from objstore.cli import (
+    blob_server_cmd,
     blobs_cmd,
     config_cmd,
     db_cmd,
@@ -127,6 +128,7 @@ cli.add_command(events_cmd.logs)
 cli.add_command(stats_cmd.stats)
 cli.add_command(serve_cmd.serve)
 cli.add_command(blobs_cmd.blobs)
+cli.add_command(blob_server_cmd.serve_blobs)
 
 
 def main() -> NoReturn:

@@ -10,9 +10,11 @@ one busy-retry policy.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import zlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from objstore.db.database import Connection, Database, Params
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = ["PostgresDatabase", "mask_password"]
+
+T = TypeVar("T")
 
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -154,6 +158,26 @@ class PostgresDatabase(Database):
             "SELECT pg_advisory_xact_lock(%(topic)s, %(key)s)",
             {"topic": _topic_key(topic), "key": _int32(key)},
         )
+
+    def _transact(self, begin: str, work: Callable[[Connection], T]) -> T:
+        """As on SQLite, but in psycopg's pipeline mode: statements whose results ``work`` does not read
+        (BEGIN, the advisory lock, COMMIT) travel with the next one instead of costing a round trip each."""
+        connection = self.connection()
+
+        def attempt() -> T:
+            try:
+                with connection.pipeline():
+                    connection.execute(begin)
+                    result = work(connection)
+                    connection.execute("COMMIT")
+            except BaseException:
+                if self._in_transaction(connection):
+                    with contextlib.suppress(Exception):  # a broken connection cannot roll back
+                        connection.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retrying(attempt)
 
     def insert(self, sql: str, params: Params) -> int:
         returning = f"{sql} RETURNING id"

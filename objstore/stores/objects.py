@@ -19,7 +19,7 @@ from objstore.db.database import Connection, Database
 from objstore.errors import AlreadyExists, InvalidValue, ObjectNotFound, RunExpired, StorageError
 from objstore.stores.batches import BatchSizer, Checkpoint, no_checkpoint
 from objstore.stores.content import ContentStore, Source
-from objstore.stores.events import EventSink
+from objstore.stores.events import EventSink, EventStore
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import ObjectInfo
 
@@ -73,9 +73,13 @@ class ObjectStore:
         run_object_expiry: int,
         delete_batch: int = 5000,
         notify: EventSink | None = None,
+        events: EventStore | None = None,
     ) -> None:
         self.db = database
         self.notify = notify  # told of evictions, after they commit
+        # The event log when it lives in this same database: evictions are then recorded inside the
+        # evicting transaction (one commit per put, not two).
+        self.events = events
         self.content = content
         self.clock = clock
         self.pipeline_object_limit = pipeline_object_limit
@@ -247,12 +251,14 @@ class ObjectStore:
                 inserted = conn.execute(self._insert_counting, row).fetchone()
                 if inserted is None:
                     raise self._already_exists(namespace, pipeline, run, key)
-                return self._enforce_limit(conn, scope, inserted[0] + self._count_correction)
+                evicted = self._enforce_limit(conn, scope, inserted[0] + self._count_correction)
+                self._record_evictions(conn, namespace, pipeline, evicted)
+                return evicted
 
             evicted = self.db.write(work)
         finally:
             self.content.release(content)
-        if evicted:
+        if evicted and self.events is None:
             self._evicted(namespace, pipeline, evicted)
         return ObjectInfo(
             key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
@@ -432,14 +438,18 @@ class ObjectStore:
                 removed += int(count) - limit
                 continue
 
-            def work(conn: Connection, scope: int = scope) -> list[str]:
+            def work(
+                conn: Connection, scope: int = scope, namespace: str = namespace, pipeline: str = pipeline
+            ) -> list[str]:
                 self.db.serialize(conn, SCOPE_LOCK, scope)
                 (current,) = conn.execute(self._count_pipeline, {"scope": scope}).fetchone()
-                return self._enforce_limit(conn, scope, int(current))
+                evicted = self._enforce_limit(conn, scope, int(current))
+                self._record_evictions(conn, namespace, pipeline, evicted)
+                return evicted
 
             evicted = self.db.write(work)
             removed += len(evicted)
-            if evicted:
+            if evicted and self.events is None:
                 self._evicted(namespace, pipeline, evicted)
         return removed
 
@@ -453,6 +463,13 @@ class ObjectStore:
             found[f"{prefix}_bytes"] = int(size or 0)
             inline += int(inline_size or 0)
         return {**found, "inline_bytes": inline}
+
+    def _record_evictions(
+        self, conn: Connection, namespace: str, pipeline: str, keys: builtins.list[str]
+    ) -> None:
+        if keys and self.events is not None:
+            details = {"keys": keys, "limit": self.pipeline_object_limit}
+            self.events.record(conn, "object_evicted", details, namespace=namespace, pipeline=pipeline)
 
     def _evicted(self, namespace: str, pipeline: str, keys: builtins.list[str]) -> None:
         if self.notify is not None:
