@@ -1,4 +1,4 @@
-"""S3 servers for the tests: a moto server per session, a fresh bucket per test, a fault-injecting proxy.
+"""S3 for the tests: a moto server per session, a fresh bucket per test, backends and helpers on them.
 
 Import ``moto_target_fixture`` and ``external_target_fixture`` into a test module to use the fixtures
 ``moto_target`` and ``external_target``. The contract suite runs against moto and, when
@@ -6,39 +6,48 @@ Import ``moto_target_fixture`` and ``external_target_fixture`` into a test modul
 ``OBJSTORE_TEST_S3_SECRET_KEY``, optionally ``OBJSTORE_TEST_S3_REGION``), also against that external
 server (a real S3-compatible server that checks signatures).
 
-:class:`FaultProxy` sits between a backend and moto and forwards every request unchanged, except that it
-can answer an error status to the next ``k`` requests or hold requests without ever answering (a stalled
-server, to provoke client timeouts). It records every request it saw, so tests can count retries.
+Per-test fixtures (import the ``*_fixture`` names): ``bucket`` (fresh, on moto), ``s3`` (boto3, to check
+what the server really holds), ``store`` (an S3BlobBackend on ``bucket``) and ``proxy`` (a
+:class:`fault_proxy.FaultProxy` in front of moto).
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import os
 import secrets
-import socket
-import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
+from fault_proxy import FaultProxy
 from moto.server import ThreadedMotoServer
 
+from objstore.blobs.s3 import S3BlobBackend
+
 __all__ = [
+    "FAST",
+    "TARGETS",
     "FaultProxy",
     "S3Target",
     "boto_client",
+    "bucket_fixture",
+    "content_keys",
     "empty_bucket",
     "external_target_fixture",
+    "keys",
+    "make_backend",
     "moto_target_fixture",
     "new_bucket",
+    "proxy_fixture",
+    "put",
+    "s3_fixture",
+    "store_fixture",
+    "uploads",
 ]
 
 # Moto accepts any credentials; these are deliberately recognisable so tests can check they never leak.
@@ -137,219 +146,68 @@ def empty_bucket(target: S3Target, bucket: str, *, remove: bool = True) -> None:
             client.delete_bucket(Bucket=bucket)
 
 
-# -- the fault-injecting proxy ---------------------------------------------------------------------------
+# -- backends -----------------------------------------------------------------------------------------------
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
-)
-_COPY = 1 << 16
-_ERROR_CODES = {403: "AccessDenied", 500: "InternalError", 503: "SlowDown"}
+TARGETS = ["moto"] + (["external"] if os.environ.get("OBJSTORE_TEST_S3_ENDPOINT") else [])
+FAST = {"delay": 0.01, "jitter": 0.5}  # keep retry waits short in tests
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One request the proxy received, and what it answered (None: held, never answered)."""
-
-    method: str
-    path: str
-    status: int | None
-    range: str | None = None  # the Range header, if any
-
-
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients hang up on held or failed requests all the time here; that is the point of the proxy.
-        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            super().handle_error(request, client_address)
+def make_backend(target: S3Target, bucket: str, endpoint: str | None = None, **kwargs: Any) -> S3BlobBackend:
+    options: dict[str, Any] = {"prefix": "blobs", **FAST, **kwargs}
+    return S3BlobBackend(
+        bucket,
+        endpoint=endpoint or target.endpoint,
+        region=target.region,
+        access_key_id=target.access_key,
+        secret_access_key=target.secret_key,
+        **options,
+    )
 
 
-class FaultProxy:
-    """A threaded HTTP proxy in front of ``upstream`` that can fail or stall requests on demand."""
+# -- per-test fixtures and helpers ------------------------------------------------------------------------
 
-    def __init__(self, upstream: str) -> None:
-        scheme, _, hostport = upstream.partition("://")
-        if scheme != "http":
-            raise ValueError("the fault proxy forwards to plain-http upstreams only")
-        host, _, port = hostport.partition(":")
-        self.upstream = (host, int(port or 80))
-        self.seen: list[Seen] = []
-        self._lock = threading.Lock()
-        self._fail_next = 0
-        self._fail_status = 503
-        self._cut_next = 0
-        self._cut_after = 0
-        self._stall = False
-        self._released = threading.Event()
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy", daemon=True)
-        self._thread.start()
 
-    @property
-    def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+@pytest.fixture(name="bucket")
+def bucket_fixture(moto_target: S3Target) -> Iterator[str]:
+    name = new_bucket(moto_target)
+    yield name
+    empty_bucket(moto_target, name)
 
-    # -- what to do with the next requests ---------------------------------------------------------
 
-    def fail_next(self, count: int, status: int = 503) -> None:
-        """Answer ``status`` (with an S3-style error body) to the next ``count`` requests."""
-        with self._lock:
-            self._fail_next = count
-            self._fail_status = status
+@pytest.fixture(name="s3")
+def s3_fixture(moto_target: S3Target) -> Any:
+    """boto3, to see what the server really holds."""
+    return boto_client(moto_target)
 
-    def cut_next_gets(self, count: int, after: int) -> None:
-        """Drop the connection of the next ``count`` successful GETs after ``after`` bytes of body."""
-        with self._lock:
-            self._cut_next = count
-            self._cut_after = after
 
-    def stall(self) -> None:
-        """Read every following request but never answer it, until :meth:`release`."""
-        with self._lock:
-            self._released.clear()
-            self._stall = True
+@pytest.fixture(name="store")
+def store_fixture(moto_target: S3Target, bucket: str) -> S3BlobBackend:
+    return make_backend(moto_target, bucket)
 
-    def release(self) -> None:
-        """Stop stalling; held requests get their connection closed without an answer."""
-        with self._lock:
-            self._stall = False
-            self._released.set()
 
-    def count(self, *, status: int | None = None, method: str | None = None) -> int:
-        with self._lock:
-            return sum(
-                1
-                for s in self.seen
-                if (status is None or s.status == status) and (method is None or s.method == method)
-            )
+@pytest.fixture(name="proxy")
+def proxy_fixture(moto_target: S3Target) -> Iterator[FaultProxy]:
+    fault = FaultProxy(moto_target.endpoint)
+    yield fault
+    fault.close()
 
-    def reset(self) -> None:
-        with self._lock:
-            self.seen.clear()
-            self._fail_next = 0
-            self._cut_next = 0
-            self._stall = False
-            self._released.set()
 
-    def close(self) -> None:
-        self.release()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+def keys(s3: Any, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
 
-    # -- plumbing ------------------------------------------------------------------------------------
 
-    def _decide(self) -> tuple[str, int]:
-        with self._lock:
-            if self._stall:
-                return "stall", 0
-            if self._fail_next > 0:
-                self._fail_next -= 1
-                return "fail", self._fail_status
-            return "forward", 0
+def content_keys(s3: Any, bucket: str) -> list[str]:
+    return [k for k in keys(s3, bucket) if "/.staging/" not in k]
 
-    def _record(self, method: str, path: str, status: int | None, range_: str | None = None) -> None:
-        with self._lock:
-            self.seen.append(Seen(method, path, status, range_))
 
-    def _cut_point(self, method: str, status: int) -> int | None:
-        with self._lock:
-            if method == "GET" and status in (200, 206) and self._cut_next > 0:
-                self._cut_next -= 1
-                return self._cut_after
-            return None
+def uploads(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, like a real S3 server
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    parts = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            return b"".join(parts)
-                        parts.append(self.rfile.read(size))
-                        self.rfile.readline()
-                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-            def _handle(self) -> None:
-                body = self._body()
-                action, status = proxy._decide()
-                if action == "stall":
-                    proxy._record(self.command, self.path, None)
-                    proxy._released.wait(timeout=300)
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if action == "fail":
-                    proxy._record(self.command, self.path, status)
-                    code = _ERROR_CODES.get(status, "InternalError")
-                    message = (
-                        f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-                        "<Message>injected by the test proxy</Message></Error>"
-                    ).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(message)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(message)
-                    return
-                self._forward(body)
-
-            def _forward(self, body: bytes) -> None:
-                upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                    headers["Content-Length"] = str(len(body))
-                    if self.command in ("GET", "HEAD", "DELETE") and not body:
-                        headers.pop("Content-Length")
-                    upstream.request(self.command, self.path, body=body, headers=headers)
-                    response = upstream.getresponse()
-                    proxy._record(self.command, self.path, response.status, self.headers.get("Range"))
-                    cut = proxy._cut_point(self.command, response.status)
-                    self.send_response_only(response.status, response.reason)
-                    length = response.getheader("Content-Length")
-                    for key, value in response.getheaders():
-                        if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
-                            self.send_header(key, value)
-                    if length is None and self.command != "HEAD":
-                        data = response.read()  # moto always sends a length; be safe anyway
-                        length = str(len(data))
-                        self.send_header("Content-Length", length)
-                        self.end_headers()
-                        self.wfile.write(data)
-                        return
-                    if length is not None:
-                        self.send_header("Content-Length", length)
-                    self.end_headers()
-                    if self.command == "HEAD":
-                        return
-                    sent = 0
-                    while data := response.read(_COPY):
-                        if cut is not None and sent + len(data) >= cut:
-                            # Promise the whole body, send part of it, hang up: a connection lost mid-read.
-                            self.wfile.write(data[: cut - sent])
-                            self.wfile.flush()
-                            self.close_connection = True
-                            self.connection.shutdown(socket.SHUT_RDWR)
-                            return
-                        self.wfile.write(data)
-                        sent += len(data)
-                finally:
-                    upstream.close()
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-        return Handler
+def put(backend: S3BlobBackend, data: bytes) -> str:
+    staged = backend.stage([data])
+    try:
+        backend.publish(staged)
+    finally:
+        backend.discard(staged)
+    return staged.sha256

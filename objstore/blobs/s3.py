@@ -37,7 +37,7 @@ from obstore.store import S3Store
 from objstore.blobs.base import BlobBackend, BlobMissing, BlobStat, StagedBlob
 from objstore.blobs.fsutil import check_sha256
 from objstore.blobs.s3_reader import S3Reader
-from objstore.blobs.s3_retry import Failure, Retrier, RetryPolicy, advice, classify, scrub
+from objstore.blobs.s3_retry import Failure, Retrier, RetryPolicy, advice, scrub
 from objstore.blobs.s3_uploads import Credentials, MultipartUploads
 from objstore.blobs.verify import VerifiedReader
 from objstore.errors import InvalidValue, ObjStoreError, StorageError
@@ -75,7 +75,16 @@ def _chunk_bytes(chunk: object) -> bytes:
 
 
 class S3BlobBackend(BlobBackend):
-    """Content-addressed blobs in an S3 bucket; credentials not given come from the AWS_* environment."""
+    """Content-addressed blobs in an S3 bucket.
+
+    ``region`` defaults to ``AWS_REGION``, ``AWS_DEFAULT_REGION``, then us-east-1. ``endpoint`` names an
+    S3-compatible server (path-style requests; plain HTTP only when the URL says ``http://``). Credentials
+    not given come from obstore's usual sources (``AWS_*`` variables, instance metadata, web identity).
+    Retry ``k`` waits ``2^(k-1) * delay * (1 ± jitter/2)``, ``max_retries`` times at most. ``timeout`` bounds
+    connecting and each request (each part of an upload too); reads and copies may take longer but fail
+    after ``timeout`` seconds without progress; a timed-out request is not retried. An upload holds about
+    ``part_size * (max_concurrency + 2)`` bytes.
+    """
 
     def __init__(
         self,
@@ -353,27 +362,11 @@ class S3BlobBackend(BlobBackend):
         return True
 
     def _list(self, prefix: str, action: str) -> Iterator[ObjectMeta]:
-        """Every object under ``prefix`` (a whole path segment), resuming after the last key on errors."""
-        after: str | None = None
-        retry = 0
-        policy = self._retrier.policy
-        while True:
-            pages = obstore.list(self._requests, prefix or None, offset=after, chunk_size=_LIST_PAGE)
-            try:
-                for page in pages:
-                    for meta in page:
-                        after = meta["path"]
-                        yield meta
-                    retry = 0
-                return
-            except ObjStoreError:
-                raise
-            except (BaseError, OSError) as exc:
-                failure = classify(exc)
-                if failure.kind != "transient" or retry >= policy.max_retries:
-                    raise self._describe(action, failure, retry + 1) from None
-                retry += 1
-                self._retrier.sleep(policy.wait(retry, self._retrier.rng))
+        """Every object under ``prefix`` (a whole path segment)."""
+        return self._retrier.listing(
+            action,
+            lambda after: obstore.list(self._requests, prefix or None, offset=after, chunk_size=_LIST_PAGE),
+        )
 
     def iter_blobs(self) -> Iterator[BlobStat]:
         for meta in self._list(self._root.rstrip("/"), "list blobs"):

@@ -19,7 +19,7 @@ import errno
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -29,6 +29,7 @@ from obstore.exceptions import BaseError, PermissionDeniedError, Unauthenticated
 from objstore.errors import InvalidValue, ObjStoreError, StorageError
 
 if TYPE_CHECKING:
+    from obstore import ObjectMeta
     from obstore.store import RetryConfig
 
 __all__ = ["Failure", "Retrier", "RetryPolicy", "classify"]
@@ -201,6 +202,33 @@ class Retrier:
                     self.sleep(self.policy.wait(retry, self.rng))
                     continue
                 raise self._describe(action, failure, retry + 1) from None
+
+    def listing(
+        self, action: str, pages: Callable[[str | None], Iterable[Sequence[ObjectMeta]]]
+    ) -> Iterator[ObjectMeta]:
+        """Every object of a listing; ``pages(after)`` lists the keys after ``after`` (None: from the start).
+
+        A page that fails transiently is asked for again, after the last key already seen, so a long
+        listing neither starts over nor yields an object twice.
+        """
+        after: str | None = None
+        retry = 0
+        while True:
+            try:
+                for page in pages(after):
+                    for meta in page:
+                        after = meta["path"]
+                        yield meta
+                    retry = 0
+                return
+            except ObjStoreError:
+                raise
+            except (BaseError, OSError) as exc:
+                failure = classify(exc)
+                if failure.kind != "transient" or retry >= self.policy.max_retries:
+                    raise self._describe(action, failure, retry + 1) from None
+                retry += 1
+                self.sleep(self.policy.wait(retry, self.rng))
 
     def failure_error(self, action: str, exc: BaseException, attempts: int = 1) -> StorageError:
         """Translate one exception without retrying (for calls that cannot be replayed)."""
