@@ -256,6 +256,22 @@ ACCESS = "AKIANEVERSHOWNANYWHERE"
 TOKEN = "session-token-never-shown-anywhere-0001"
 
 
+def test_credentials_from_the_environment(
+    moto_target: S3Target, bucket: str, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_target.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_target.secret_key)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    backend = S3BlobBackend(bucket, endpoint=moto_target.endpoint, delay=0.01)
+    assert backend.region == "eu-west-3"
+    digest = put(backend, b"signed with the environment's keys")
+    assert backend.exists(digest)
+    # The hand-signed cleanup requests find the same keys.
+    s3.create_multipart_upload(Bucket=bucket, Key=".staging/" + "3" * 32)
+    assert backend.remove_stale_staging(far_future()) == 1
+    assert uploads(s3, bucket) == []
+
+
 def test_credentials_never_appear(moto_target: S3Target, bucket: str, proxy: FaultProxy) -> None:
     backend = S3BlobBackend(
         bucket,

@@ -231,7 +231,7 @@ def test_stalled_server_fails_a_multipart_upload(
     with pytest.raises(StorageError):
         backend.stage(chunks())
     # A part that timed out is not retried; the abort that follows meets the stall too (RetryPolicy).
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 3.5
     proxy.reset()
     assert content_keys(s3, bucket) == []
     backend.remove_stale_staging(far_future())

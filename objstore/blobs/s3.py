@@ -83,7 +83,8 @@ class S3BlobBackend(BlobBackend):
     Retry ``k`` waits ``2^(k-1) * delay * (1 ± jitter/2)``, ``max_retries`` times at most. ``timeout`` bounds
     connecting and each request (each part of an upload too); reads and copies may take longer but fail
     after ``timeout`` seconds without progress; a timed-out request is not retried. An upload holds about
-    ``part_size * (max_concurrency + 2)`` bytes.
+    ``part_size * (max_concurrency + 2)`` bytes, and S3 takes at most 10,000 parts: blobs up to 78 GiB with
+    the default ``part_size``, raise it for larger ones.
     """
 
     def __init__(
