@@ -59,11 +59,13 @@ _CLIENT_GONE = 499  # logged only (nginx's "client closed request"): there is no
 class BlobRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients pool their connections
     server_version = "objstore-blobs"
-    sys_version = ""
     disable_nagle_algorithm = True  # headers and body go out in separate writes: no delayed-ACK stall
     owner: BlobServer
     _body: RequestBody
     _exc: BaseException | None
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version for the curious
 
     # -- connection life ---------------------------------------------------------------------------
 
@@ -179,8 +181,10 @@ class BlobRequestHandler(BaseHTTPRequestHandler):
         sha256 = match.group(1)
         if _SHA256.fullmatch(sha256) is None:
             self._send_json(400, {"error": "invalid sha256 address: expected 64 lower-case hex characters"})
-        elif method in ("GET", "HEAD"):
-            self._get(sha256, send_body=method == "GET")
+        elif method == "GET":
+            self._get(sha256)
+        elif method == "HEAD":
+            self._head(sha256)
         elif method == "PUT":
             self._put(sha256)
         elif self.owner.allow_delete:
@@ -200,7 +204,14 @@ class BlobRequestHandler(BaseHTTPRequestHandler):
 
     # -- blobs -------------------------------------------------------------------------------------
 
-    def _get(self, sha256: str, *, send_body: bool) -> None:
+    def _head(self, sha256: str) -> None:
+        info = self.owner.backend.stat(sha256)  # not open(): for S3 that would start a download
+        if info is None:
+            self._send_json(404, {"error": f"blob {sha256} is not stored here"})
+        else:
+            self._start(200, _content_headers(sha256, info.modified_at), info.size)
+
+    def _get(self, sha256: str) -> None:
         backend = self.owner.backend
         try:
             reader = backend.open(sha256)
@@ -213,14 +224,7 @@ class BlobRequestHandler(BaseHTTPRequestHandler):
                 self._send_json(404, {"error": f"blob {sha256} is not stored here"})
                 return
             size, modified_at = found
-            headers = {
-                "Content-Type": "application/octet-stream",
-                "ETag": f'"{sha256}"',
-                "Accept-Ranges": "bytes",
-                "Last-Modified": format_datetime(modified_at, usegmt=True),
-                MODIFIED_HEADER: modified_at.isoformat(),
-                "Cache-Control": "private, max-age=31536000, immutable",  # content never changes
-            }
+            headers = _content_headers(sha256, modified_at)
             start, length, status = 0, size, 200
             try:
                 wanted = parse_range(self.headers.get("Range"), size)
@@ -232,7 +236,7 @@ class BlobRequestHandler(BaseHTTPRequestHandler):
                 length, status = end - start + 1, 206
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
             self._start(status, headers, length)
-            if send_body and length:
+            if length:
                 self._send_file(reader, start, length)
 
     def _send_file(self, reader: BinaryIO, start: int, length: int) -> None:
@@ -310,7 +314,7 @@ class BlobRequestHandler(BaseHTTPRequestHandler):
 
     def _start(self, status: int, headers: Mapping[str, str], length: int) -> None:
         self._body.skip()
-        if not self._body.reusable:
+        if not self._body.reusable or self.owner._stopping:
             self.close_connection = True
         self.send_response(status)
         self.send_header(MARKER_HEADER, "1")
@@ -372,6 +376,17 @@ class _NoBody(RequestBody):
 
     def skip(self) -> None:
         pass
+
+
+def _content_headers(sha256: str, modified_at: datetime) -> dict[str, str]:
+    return {
+        "Content-Type": "application/octet-stream",
+        "ETag": f'"{sha256}"',
+        "Accept-Ranges": "bytes",
+        "Last-Modified": format_datetime(modified_at, usegmt=True),
+        MODIFIED_HEADER: modified_at.isoformat(),
+        "Cache-Control": "private, max-age=31536000, immutable",  # content never changes
+    }
 
 
 def _status_for(error: ObjStoreError) -> tuple[int, str]:

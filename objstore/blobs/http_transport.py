@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
 import ssl
 import threading
@@ -72,11 +73,15 @@ class _Pool:
 
     def __init__(self, connect: Any) -> None:
         self._connect = connect
+        self._pid = os.getpid()
         self._local = threading.local()
         self._all: weakref.WeakSet[_Idle] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def _idle(self) -> list[HTTPConnection]:
+        if self._pid != os.getpid():
+            # A forked child must not talk on its parent's connections: start afresh in the child.
+            self._pid, self._local, self._all = os.getpid(), threading.local(), weakref.WeakSet()
         idle: _Idle | None = getattr(self._local, "idle", None)
         if idle is None:
             idle = self._local.idle = _Idle()

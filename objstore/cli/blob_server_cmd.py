@@ -76,7 +76,19 @@ def _read_token(token_file: str | None) -> tuple[str | None, str | None]:
     metavar="FILE",
     help=f"File holding the bearer token clients must send (default: ${TOKEN_ENV_VAR}).",
 )
-def serve_blobs(listen: str, token_file: str | None) -> None:
+@click.option(
+    "--max-blob-size",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="BYTES",
+    help="Refuse uploads larger than this (default: no limit).",
+)
+@click.option(
+    "--no-delete",
+    is_flag=True,
+    help="Refuse DELETE, so that clients' garbage collection cannot remove content.",
+)
+def serve_blobs(listen: str, token_file: str | None, max_blob_size: int | None, no_delete: bool) -> None:
     """Serve this store's blobs over HTTP (PUT/GET/HEAD/DELETE /blobs/SHA256) until SIGINT or SIGTERM,
     for CI workers that use it as an `http` blob store. Clients must send the token as
     `Authorization: Bearer TOKEN`; without a token the server only listens on a loopback address.
@@ -109,7 +121,15 @@ def serve_blobs(listen: str, token_file: str | None) -> None:
             setup_logging(pretty=store.settings.development.pretty_logging)
             if warning is not None:
                 _log.warning(warning)
-            server = BlobServer(store.blob_backend, host, port, token=token, allow_anonymous=token is None)
+            server = BlobServer(
+                store.blob_backend,
+                host,
+                port,
+                token=token,
+                allow_anonymous=token is None,
+                max_blob_size=max_blob_size,
+                allow_delete=not no_delete,
+            )
             running.append(server)
             if stop.is_set():
                 server.request_stop()
@@ -118,7 +138,13 @@ def serve_blobs(listen: str, token_file: str | None) -> None:
                 store.blob_backend.name,
                 server.url,
                 os.getpid(),
-                extra={"url": server.url, "port": server.port, "pid": os.getpid(), "auth": token is not None},
+                extra={
+                    "url": server.url,
+                    "port": server.port,
+                    "pid": os.getpid(),
+                    "auth": token is not None,
+                    "deletes": not no_delete,
+                },
             )
             if token is None:
                 _log.warning("no token: every user of this machine can read, write and delete these blobs")
