@@ -68,6 +68,23 @@ def _topic_key(topic: str) -> int:
     return _int32(zlib.crc32(f"objstore:{topic}".encode()))
 
 
+class _Synced:
+    """The connection a transaction's work sees in pipeline mode: every statement's result (rows and
+    rowcount) is there when ``execute`` returns; only ``defer`` leaves one to travel with the next."""
+
+    def __init__(self, connection: Any, pipeline: Any) -> None:
+        self._connection = connection
+        self._pipeline = pipeline
+
+    def execute(self, sql: Any, parameters: Any = None, /) -> Any:
+        cursor = self._connection.execute(sql, parameters)
+        self._pipeline.sync()
+        return cursor
+
+    def defer(self, sql: Any, parameters: Any = None, /) -> Any:
+        return self._connection.execute(sql, parameters)
+
+
 class PostgresDatabase(Database):
     """Objstore's tables in one PostgreSQL database (the schema first on the connection's search_path)."""
 
@@ -154,21 +171,22 @@ class PostgresDatabase(Database):
         return _PARAMETER.sub(r"%(\1)s", statement.replace("%", "%%"))
 
     def serialize(self, conn: Connection, topic: str, key: int = 0) -> None:
-        conn.execute(
+        execute = conn.defer if isinstance(conn, _Synced) else conn.execute
+        execute(
             "SELECT pg_advisory_xact_lock(%(topic)s, %(key)s)",
             {"topic": _topic_key(topic), "key": _int32(key)},
         )
 
     def _transact(self, begin: str, work: Callable[[Connection], T]) -> T:
-        """As on SQLite, but in psycopg's pipeline mode: statements whose results ``work`` does not read
-        (BEGIN, the advisory lock, COMMIT) travel with the next one instead of costing a round trip each."""
+        """As on SQLite, but in psycopg's pipeline mode: BEGIN and advisory locks (whose results nobody
+        reads) travel with the next statement, and COMMIT with the end, instead of a round trip each."""
         connection = self.connection()
 
         def attempt() -> T:
             try:
-                with connection.pipeline():
+                with connection.pipeline() as pipeline:
                     connection.execute(begin)
-                    result = work(connection)
+                    result = work(_Synced(connection, pipeline))
                     connection.execute("COMMIT")
             except BaseException:
                 if self._in_transaction(connection):
