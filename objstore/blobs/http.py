@@ -260,7 +260,9 @@ class HttpBlobBackend(BlobBackend):
             if answer.status == 404:
                 raise BlobMissing(f"blob {sha256} is not stored in {self.name}")
             raise self._error(answer, "GET", sha256)
-        return io.BufferedReader(Download(self._transport, sha256, path, response, conn), CHUNK)
+        download = Download(self._transport, sha256, path, response, conn)
+        # Sized to the blob: a 1 MiB buffer per small read costs more than the request itself.
+        return io.BufferedReader(download, max(1, min(download.size, CHUNK)))
 
     def delete(self, sha256: str) -> bool:
         # If a retry follows a DELETE whose answer was lost, it finds nothing and says False.

@@ -283,17 +283,17 @@ class Download(io.RawIOBase):
         self._transport, self._sha256, self._path = transport, sha256, path
         self._response: HTTPResponse | None = response
         self._conn: HTTPConnection | None = conn
-        self._size = int(response.getheader("Content-Length") or 0)
+        self.size = int(response.getheader("Content-Length") or 0)
         self._pos = 0
         self._attempt = 0
-        if not self._size:
+        if not self.size:
             self._finish()
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")[: self._size - self._pos]
+        view = memoryview(buffer).cast("B")[: self.size - self._pos]
         while self._response is not None and len(view):
             error: BaseException | None = None
             try:
@@ -302,14 +302,14 @@ class Download(io.RawIOBase):
                 n, error = 0, exc
             if n:
                 self._pos += n
-                if self._pos == self._size:
+                if self._pos == self.size:
                     self._finish()
                 return n
             self._resume(error)
         return 0
 
     def readall(self) -> bytes:
-        data = bytearray(self._size - self._pos)
+        data = bytearray(self.size - self._pos)
         view, done = memoryview(data), 0
         while done < len(data) and (n := self.readinto(view[done:])):
             done += n
@@ -321,13 +321,13 @@ class Download(io.RawIOBase):
         if self._attempt >= transport.max_retries:
             raise StorageError(
                 f"the download of blob {self._sha256} from {transport.name} broke after {self._pos} of "
-                f"{self._size} bytes ({error or 'connection closed'}); retry later"
+                f"{self.size} bytes ({error or 'connection closed'}); retry later"
             )
         time.sleep(transport.backoff(self._attempt))
         self._attempt += 1
         response, conn = transport.stream(self._path, {"Range": f"bytes={self._pos}-"})
         if response.status == 206 and response.getheader("Content-Range") == (
-            f"bytes {self._pos}-{self._size - 1}/{self._size}"
+            f"bytes {self._pos}-{self.size - 1}/{self.size}"
         ):
             self._response, self._conn = response, conn
             return
