@@ -22,7 +22,7 @@ from objstore.blobs.http import HttpBlobBackend
 from objstore.blobs.http_server import BlobServer
 from objstore.blobs.verify import read_verified
 from objstore.cli.logs import JsonFormatter
-from objstore.errors import ConfigError, IntegrityError, StorageError
+from objstore.errors import ConfigError, IntegrityError, InvalidValue, StorageError
 
 # The shared fixtures, found by pytest under these names.
 client = support.client
@@ -161,6 +161,39 @@ def test_too_large_upload_is_refused(
     with pytest.raises(StorageError, match=f"more than the {2 * MIB} that http://127.0.0.1"):
         put(connect(server.port), big)  # the client asks first, sending nothing
     assert [b.sha256 for b in stored.iter_blobs()] == [sha(big[:MIB])]
+
+
+def test_ipv6_loopback(stored: FilesystemBlobBackend, tmp_path: Path) -> None:
+    try:
+        server = BlobServer(stored, "::1", 0, token=None, allow_anonymous=True)
+    except StorageError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    with server:
+        server.start()
+        assert server.url == f"http://[::1]:{server.port}"
+        client = HttpBlobBackend(f"[::1]:{server.port}", staging_dir=tmp_path / "staging")
+        digest = put(client, b"over IPv6")
+        assert read_verified(client.open(digest), digest, 9, "x") == b"over IPv6"
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "options"),
+    [
+        ("", {}),
+        ("http://server:7777", {}),
+        ("server:port", {}),
+        ("server:7777/blobs", {}),
+        ("user@server:7777", {}),
+        ("server:7777", {"protocol": "ftp"}),
+        ("server:7777", {"timeout": 0}),
+        ("server:7777", {"max_retries": -1}),
+        ("server:7777", {"jitter": 3}),
+    ],
+)
+def test_client_settings_checked(host: str, options: dict[str, object]) -> None:
+    with pytest.raises(InvalidValue):
+        HttpBlobBackend(host, **options)  # type: ignore[arg-type]
 
 
 # -- auth ----------------------------------------------------------------------------------------------------

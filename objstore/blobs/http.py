@@ -8,6 +8,7 @@ is visible); ``publish`` PUTs that file, and the server publishes only if the by
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -152,12 +153,15 @@ class HttpBlobBackend(BlobBackend):
                 except OSError as exc:
                     raise self._local_error(exc, "write staging file", path) from exc
                 size += len(data)
-            # No fsync: the bytes only matter until they are sent, and the server makes them durable.
-            os.close(fd)
         except BaseException:
             _quietly(os.close, fd)
             _quietly(os.unlink, path)
             raise
+        try:
+            os.close(fd)  # no fsync: the bytes only matter until they are sent; the server makes them durable
+        except OSError as exc:
+            _quietly(os.unlink, path)
+            raise self._local_error(exc, "close staging file", path) from exc
         return StagedBlob(sha256=hasher.hexdigest(), size=size, token=path)
 
     def discard(self, staged: StagedBlob) -> None:
@@ -242,8 +246,13 @@ class HttpBlobBackend(BlobBackend):
         answer = self._head(check_sha256(sha256))
         if answer.status == 404:
             return None
-        headers = answer.headers
-        return BlobStat(sha256, int(headers.get("Content-Length", "0")), _modified_at(headers))
+        try:
+            return BlobStat(sha256, int(answer.headers["Content-Length"]), _modified_at(answer.headers))
+        except (TypeError, ValueError) as exc:
+            raise StorageError(
+                f"{self.name} answered HEAD of {sha256} with malformed headers ({exc}); check that it runs "
+                "the same objstore version"
+            ) from None
 
     def _head(self, sha256: str) -> Answer:
         """The answer to HEAD: 200 (stored) or 404; anything else raises."""
@@ -323,10 +332,10 @@ def _server_message(answer: Answer) -> str:
 
 def _modified_at(headers: Message) -> datetime:
     precise = headers.get(MODIFIED_HEADER)
-    if precise:
-        return datetime.fromisoformat(precise)
-    loose = headers.get("Last-Modified")
-    return parsedate_to_datetime(loose) if loose else datetime.now(UTC)
+    moment = datetime.fromisoformat(precise) if precise else parsedate_to_datetime(headers["Last-Modified"])
+    if moment.utcoffset() is None:
+        raise ValueError(f"modification time {moment} has no time zone")
+    return moment.astimezone(UTC)
 
 
 def _blob_path(sha256: str) -> str:
@@ -344,7 +353,10 @@ def _byte_view(chunk: object) -> memoryview:
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.write(fd, view)
+        if not written:  # a file that accepts nothing would loop forever: report it as a full disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _quietly(function: Any, argument: Any) -> None:
