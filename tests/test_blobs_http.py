@@ -312,3 +312,30 @@ def test_concurrent_clients_store_the_same_content_once(
     assert sorted(b.sha256 for b in stored.iter_blobs()) == sorted({sha(data), *digests})
     assert stored.remove_stale_staging(far_future()) == 0
     assert all(client.remove_stale_staging(far_future()) == 0 for client in (shared, *own))
+
+
+def test_objstore_with_an_http_blob_store(
+    server: BlobServer, stored: FilesystemBlobBackend, tmp_path: Path
+) -> None:
+    """A worker's store keeps its content on the blob server, through the engine's own wiring."""
+    from objstore.config import Settings
+    from objstore.engine import ObjStore
+
+    http_store = {"type": "http", "host": f"127.0.0.1:{server.port}", "token": TOKEN}
+    settings = Settings.for_directory(tmp_path / "worker", blobs={"threshold": 0, "stores": [http_store]})
+    data = payload(3 * MIB, seed=13)
+    with ObjStore(settings) as worker:
+        assert TOKEN not in repr(worker.blob_backend)
+        objects = worker.pipeline("default", "build").objects
+        objects.put("deps.tar", data)
+        assert objects.get("deps.tar") == data
+        with objects.open("deps.tar") as reader:
+            assert reader.read() == data
+        assert [blob.sha256 for blob in stored.iter_blobs()] == [sha(data)]
+        assert not (tmp_path / "worker" / "blobs").exists()
+        report = worker.check(verify=True)
+        assert report.ok, report
+        final = stored.root / sha(data)[:2] / sha(data)
+        final.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        with pytest.raises(IntegrityError, match="run `objstore check`"):
+            objects.get("deps.tar")

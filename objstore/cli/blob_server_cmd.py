@@ -102,7 +102,7 @@ def serve_blobs(listen: str, token_file: str | None, max_blob_size: int | None, 
     if token is None and not is_loopback(host):
         raise ConfigError(
             f"refusing to serve blobs on {host}, which is not a loopback address, without a token: anyone "
-            f"who can reach it could read, overwrite and delete content; give --token-file or set "
+            f"who can reach it could read, add and delete content; give --token-file or set "
             f"{TOKEN_ENV_VAR}"
         )
     if token is not None:
