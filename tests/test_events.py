@@ -207,12 +207,13 @@ def test_event_ids_become_visible_in_order(make_store: StoreFactory) -> None:
 
     def follow() -> None:
         after = 0
-        while not done.is_set() or len(seen) < writers * per_writer:
+        while True:
+            finished = done.is_set()  # read before the page: an empty page after it means no more
             page = store.events.list(after=after, limit=1000, kind="tick")
             seen.extend(event.id for event in page)
             if page:
                 after = page[-1].id
-            if done.is_set() and not page:
+            elif finished:
                 break
 
     follower = threading.Thread(target=follow)
