@@ -15,7 +15,6 @@ from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -36,6 +35,7 @@ from objstore.config_errors import LocatedError, join_problems, validation_probl
 from objstore.config_sources import SettingsShape, deep_merge, plain_overrides, read_sources
 from objstore.durations import format_duration, to_timedelta
 from objstore.errors import ConfigError, VaultError
+from objstore.urls import mask_password
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -163,18 +163,8 @@ EncryptionKey = Annotated[SecretStr, AfterValidator(_check_key)]
 Engine = Literal["sqlite", "postgres"]
 
 
-def _mask_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    except ValueError:
-        return "***"
-
-
 # A database URL may carry a password: masked in reprs and JSON dumps.
-DatabaseUrl = Annotated[str, PlainSerializer(_mask_url, return_type=str, when_used="json")]
+DatabaseUrl = Annotated[str, PlainSerializer(mask_password, return_type=str, when_used="json")]
 
 
 class _Section(BaseModel):
@@ -255,7 +245,7 @@ class PostgresSettings(_Section):
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         # A database URL may carry a password.
         for name, value in super().__repr_args__():
-            yield name, _mask_url(value) if name == "url" and isinstance(value, str) else value
+            yield name, mask_password(value) if name == "url" and isinstance(value, str) else value
 
 
 class ObjectStoreSettings(_Section):

@@ -20,7 +20,7 @@ from objstore.clock import Clock, SystemClock
 from objstore.config import DEFAULT_ENCRYPTION_KEY, PLACEHOLDER_KEY, Settings
 from objstore.db.database import Database
 from objstore.db.migrate import SchemaStatus, ensure_schema, schema_status, upgrade
-from objstore.db.postgres import PostgresDatabase, mask_password
+from objstore.db.postgres import PostgresDatabase
 from objstore.db.sqlite_database import SqliteDatabase
 from objstore.engine_blobs import build_blob_backend
 from objstore.errors import InvalidValue, ObjStoreError, VaultError
@@ -41,6 +41,7 @@ from objstore.stores.runs import RunStore
 from objstore.stores.secrets import SecretStore, open_keyring
 from objstore.stores.task_logs import TaskLogStore
 from objstore.types import CheckReport, GCReport, PruneReport, StoreStats
+from objstore.urls import mask_password
 
 if TYPE_CHECKING:
     from objstore.scheduler import PruneScheduler

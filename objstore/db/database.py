@@ -284,10 +284,11 @@ class Database(ABC):
         connection = self.connection()
 
         def attempt() -> T:
-            connection.execute(begin)
             try:
-                result = work(connection)
-                connection.execute("COMMIT")
+                with self._transaction_connection(connection) as conn:
+                    connection.execute(begin)
+                    result = work(conn)
+                    connection.execute("COMMIT")
             except BaseException:
                 if self._in_transaction(connection):
                     with contextlib.suppress(Exception):  # a broken connection cannot roll back
@@ -296,6 +297,11 @@ class Database(ABC):
             return result
 
         return self._retrying(attempt)
+
+    def _transaction_connection(self, connection: Any) -> contextlib.AbstractContextManager[Any]:
+        """What ``work`` is handed inside a transaction: the driver connection itself, unless a driver
+        batches statements (PostgreSQL's pipeline mode)."""
+        return contextlib.nullcontext(connection)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """The one busy-retry policy: run ``attempt`` again after a jittered backoff while the database is

@@ -13,20 +13,19 @@ from __future__ import annotations
 import contextlib
 import re
 import zlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from objstore.db.database import Connection, Database, Params
 from objstore.db.retry import BusyRetry
 from objstore.errors import ConfigError, ObjStoreError, SchemaError, StorageError
+from objstore.urls import mask_password
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["PostgresDatabase", "mask_password"]
-
-T = TypeVar("T")
+__all__ = ["PostgresDatabase"]
 
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -47,15 +46,6 @@ _SIZE = (
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname = ANY(%(tables)s)"
 )
-
-
-def mask_password(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _int32(value: int) -> int:
@@ -102,7 +92,12 @@ class PostgresDatabase(Database):
             ) from None
         self._psycopg = psycopg
         self._driver_errors = (psycopg.Error,)
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise ConfigError(
+                f"{label}: the database URL cannot be parsed; check its host and port"
+            ) from None
         scheme = parts.scheme.lower()
         if scheme not in _SCHEMES:
             raise ConfigError(
@@ -177,25 +172,12 @@ class PostgresDatabase(Database):
             {"topic": _topic_key(topic), "key": _int32(key)},
         )
 
-    def _transact(self, begin: str, work: Callable[[Connection], T]) -> T:
-        """As on SQLite, but in psycopg's pipeline mode: BEGIN and advisory locks (whose results nobody
-        reads) travel with the next statement, and COMMIT with the end, instead of a round trip each."""
-        connection = self.connection()
-
-        def attempt() -> T:
-            try:
-                with connection.pipeline() as pipeline:
-                    connection.execute(begin)
-                    result = work(_Synced(connection, pipeline))
-                    connection.execute("COMMIT")
-            except BaseException:
-                if self._in_transaction(connection):
-                    with contextlib.suppress(Exception):  # a broken connection cannot roll back
-                        connection.execute("ROLLBACK")
-                raise
-            return result
-
-        return self._retrying(attempt)
+    @contextlib.contextmanager
+    def _transaction_connection(self, connection: Any) -> Iterator[Any]:
+        """psycopg's pipeline mode: BEGIN and advisory locks (whose results nobody reads) travel with the
+        next statement, and COMMIT with the end, instead of a round trip each."""
+        with connection.pipeline() as pipeline:
+            yield _Synced(connection, pipeline)
 
     def insert(self, sql: str, params: Params) -> int:
         returning = f"{sql} RETURNING id"
