@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from objstore.blobs.base import BlobBackend
 from objstore.blobs.chain import BlobChain
 from objstore.blobs.migrate import MigrationReport, migrate_blobs
@@ -57,8 +59,8 @@ def _s3(store: S3BlobStore) -> BlobBackend:
             f"blob store {store.bucket!r} is of type s3, which needs obstore: install objstore[s3]"
         ) from None
 
-    def secret(value: object) -> str | None:
-        return None if value is None else value.get_secret_value()  # type: ignore[attr-defined]
+    def secret(value: SecretStr | None) -> str | None:
+        return None if value is None else value.get_secret_value()
 
     return S3BlobBackend(
         store.bucket,

@@ -9,9 +9,9 @@ tried, so one unreachable legacy store does not stop reads that another can serv
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from objstore.blobs.base import BlobBackend, BlobMissing, BlobStat, StagedBlob
 from objstore.errors import InvalidValue, StorageError
@@ -19,6 +19,7 @@ from objstore.errors import InvalidValue, StorageError
 __all__ = ["BlobChain"]
 
 _log = logging.getLogger("objstore.blobs")
+T = TypeVar("T")
 
 
 class BlobChain(BlobBackend):
@@ -44,42 +45,38 @@ class BlobChain(BlobBackend):
 
     # -- reads try each store in turn -----------------------------------------------------------------------
 
-    def _first(self, sha256: str, read: str) -> tuple[BlobBackend, object]:
-        """The first store that answers ``read`` for ``sha256`` with something, and its answer."""
+    def _first(self, sha256: str, read: Callable[[BlobBackend], T | None]) -> T:
+        """The first answer of ``read`` that is not None, asking each store in turn."""
         failure: StorageError | None = None
         for store in self.stores:
             try:
-                answer = getattr(store, read)(sha256)
+                answer = read(store)
             except BlobMissing:
                 continue
             except StorageError as error:
                 _log.warning("blob store %s failed, trying the next one: %s", store.name, error)
                 failure = error
                 continue
-            if answer is None or answer is False:
-                continue
-            return store, answer
+            if answer is not None:
+                return answer
         if failure is not None:
             raise failure  # no store had it, and at least one could not say: do not claim it is missing
         raise BlobMissing(f"content {sha256} is in none of the blob stores ({self.name})")
 
     def exists(self, sha256: str) -> bool:
         try:
-            self._first(sha256, "exists")
+            return self._first(sha256, lambda store: True if store.exists(sha256) else None)
         except BlobMissing:
             return False
-        return True
 
     def open(self, sha256: str) -> BinaryIO:
-        _, reader = self._first(sha256, "open")
-        return reader  # type: ignore[return-value]
+        return self._first(sha256, lambda store: store.open(sha256))
 
     def stat(self, sha256: str) -> BlobStat | None:
         try:
-            _, found = self._first(sha256, "stat")
+            return self._first(sha256, lambda store: store.stat(sha256))
         except BlobMissing:
             return None
-        return found  # type: ignore[return-value]
 
     def where(self, sha256: str) -> list[BlobBackend]:
         """Every store holding the content (for checks and migration)."""

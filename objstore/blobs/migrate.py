@@ -9,7 +9,7 @@ has, so an interrupted migration (or one that met an unreachable store) simply r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from objstore.blobs.base import BlobBackend, BlobStat
@@ -19,7 +19,6 @@ from objstore.errors import IntegrityError, StorageError
 __all__ = ["MigrationReport", "migrate_blobs"]
 
 _log = logging.getLogger("objstore.blobs")
-_CHUNK = 1 << 20
 
 
 @dataclass(slots=True)
@@ -36,17 +35,12 @@ class MigrationReport:
         return not self.failed
 
 
-def _chunks(reader: VerifiedReader) -> Iterator[bytes]:
-    while chunk := reader.read(_CHUNK):
-        yield chunk
-
-
 def _copy(source: BlobBackend, target: BlobBackend, blob: BlobStat) -> None:
     with source.open(blob.sha256) as raw:
         verified = VerifiedReader(
             raw, sha256=blob.sha256, size=blob.size, what=f"blob {blob.sha256} in {source.name}"
         )
-        staged = target.stage(_chunks(verified))  # IntegrityError at the end if the bytes are wrong
+        staged = target.stage(verified)  # chunks; IntegrityError at the end if the bytes are wrong
     try:
         if staged.sha256 != blob.sha256:  # cannot happen after the check above; never publish it if it did
             raise IntegrityError(f"copy of {blob.sha256} hashed to {staged.sha256}")
