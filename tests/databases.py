@@ -30,7 +30,7 @@ def vault_key(key: str) -> dict[str, Any]:
     return {"sqlite": {"encryption_key": key}, "postgres": {"encryption_key": key}}
 
 
-def _plain_url(url: str) -> str:
+def plain_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
@@ -59,7 +59,7 @@ class PostgresSchema:
     def execute(self, statement: str) -> None:
         import psycopg
 
-        with psycopg.connect(_plain_url(self.base_url), autocommit=True) as connection:
+        with psycopg.connect(plain_url(self.base_url), autocommit=True) as connection:
             connection.execute(f"SET search_path TO {self.name}")
             connection.execute(statement)  # type: ignore[arg-type]  # test-owned text
 
@@ -67,31 +67,33 @@ class PostgresSchema:
         self.execute(f"TRUNCATE {_DATA_TABLES} RESTART IDENTITY")
 
 
-def create_schema() -> Iterator[PostgresSchema]:
-    """A new schema with objstore's tables, dropped afterwards. Fails (never skips) without a server."""
+def create_schema(*, migrated: bool = True) -> Iterator[PostgresSchema]:
+    """A new schema, with objstore's tables unless ``migrated`` is False, dropped afterwards. Fails (never
+    skips) without a server."""
     import psycopg
 
     from objstore.db.migrate import upgrade
     from objstore.db.postgres import PostgresDatabase
 
-    name = f"objstore_test_{os.getpid()}_{secrets.token_hex(3)}"
+    name = f"objstore_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        with psycopg.connect(_plain_url(POSTGRES_URL), autocommit=True, connect_timeout=10) as connection:
+        with psycopg.connect(plain_url(POSTGRES_URL), autocommit=True, connect_timeout=10) as connection:
             connection.execute(f"CREATE SCHEMA {name}")  # type: ignore[arg-type]
     except psycopg.OperationalError as error:
         raise RuntimeError(
             f"{POSTGRES_URL_VARIABLE} is set but the PostgreSQL server cannot be reached: {error}"
         ) from None
     schema = PostgresSchema(POSTGRES_URL, name)
-    database = PostgresDatabase(schema.url, label="test database")
-    try:
-        upgrade(database)
-    finally:
-        database.close()
+    if migrated:
+        database = PostgresDatabase(schema.url, label="test database")
+        try:
+            upgrade(database)
+        finally:
+            database.close()
     try:
         yield schema
     finally:
-        with psycopg.connect(_plain_url(POSTGRES_URL), autocommit=True) as connection:
+        with psycopg.connect(plain_url(POSTGRES_URL), autocommit=True) as connection:
             connection.execute(f"DROP SCHEMA {name} CASCADE")  # type: ignore[arg-type]
 
 

@@ -5,7 +5,6 @@ fixture.) These tests need ``OBJSTORE_TEST_POSTGRES_URL``; CI sets it."""
 from __future__ import annotations
 
 import multiprocessing
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from objstore.config import Settings
 from objstore.db.revision import SCHEMA_HEAD, VERSION_TABLE
 from objstore.engine import ObjStore
 from objstore.errors import SchemaError, StorageError
-from tests.databases import POSTGRES_URL, PostgresSchema, run_sql
+from tests.databases import POSTGRES_URL, PostgresSchema, create_schema, plain_url, run_sql
 
 pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="needs OBJSTORE_TEST_POSTGRES_URL (CI sets it)")
 
@@ -27,14 +26,7 @@ pytestmark = pytest.mark.skipif(not POSTGRES_URL, reason="needs OBJSTORE_TEST_PO
 @pytest.fixture
 def empty_schema() -> Iterator[PostgresSchema]:
     """A schema with no tables at all (a database nobody ran `objstore db upgrade` on)."""
-    name = f"objstore_empty_{secrets.token_hex(4)}"
-    with psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {name}")  # type: ignore[arg-type]
-    try:
-        yield PostgresSchema(POSTGRES_URL, name)
-    finally:
-        with psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {name} CASCADE")  # type: ignore[arg-type]
+    yield from create_schema(migrated=False)
 
 
 def _settings(root: Path, url: str, **overrides: Any) -> Settings:
@@ -113,7 +105,7 @@ def test_a_dropped_connection_is_replaced(postgres_schema: PostgresSchema, tmp_p
     objects = store.pipeline("default", "p").objects
     objects.put("k", b"v")
     ((pid,),) = run_sql(store.object_db, "SELECT pg_backend_pid()")
-    with psycopg.connect(POSTGRES_URL.replace("+psycopg", ""), autocommit=True) as admin:
+    with psycopg.connect(plain_url(POSTGRES_URL), autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     with pytest.raises(StorageError, match=r"cannot be reached|failed"):
         objects.get("k")  # this call learns that the server closed the connection
