@@ -16,7 +16,18 @@ from typing import Any
 
 from common import BENCH_DIR, RESULTS_DIR, environment, parser, table
 
-BENCHMARKS = ("small", "large", "threshold", "expiry", "startup", "secrets", "events", "cache", "postgres", "s3")
+BENCHMARKS = (
+    "small",
+    "large",
+    "threshold",
+    "expiry",
+    "startup",
+    "secrets",
+    "events",
+    "cache",
+    "postgres",
+    "s3",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
