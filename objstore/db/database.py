@@ -239,11 +239,13 @@ class Database(ABC):
                 return self.read(lambda conn: fetch(conn.execute(sql, params)))
             raise self._failed(error) from None
 
-    def write_one(self, sql: str, params: Params) -> int:
+    def write_one(self, sql: str, params: Params, *, guard: tuple[str, int] | None = None) -> int:
         """Run one write statement as its own transaction; the number of rows it changed.
 
         A single statement is atomic: this is the cheapest durable write there is (one call, as a raw
-        autocommit insert). Busy retries as in ``write``.
+        autocommit insert). ``guard`` (topic, key): the statement checks what it writes (a count, a
+        watermark), so it must run under :meth:`serialize` of that topic where writers run side by side.
+        Busy retries as in ``write``.
         """
         return self._retrying(lambda: int(self._cursor().execute(sql, params).rowcount))
 

@@ -46,6 +46,8 @@ _SIZE = (
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname = ANY(%(tables)s)"
 )
+_LOCK = "SELECT pg_advisory_xact_lock(%(topic)s, %(key)s)"
+_LOCK_SCRIPT = "SELECT pg_advisory_xact_lock(%(objstore_lock_topic)s, %(objstore_lock_key)s)"
 
 
 def _int32(value: int) -> int:
@@ -167,10 +169,7 @@ class PostgresDatabase(Database):
 
     def serialize(self, conn: Connection, topic: str, key: int = 0) -> None:
         execute = conn.defer if isinstance(conn, _Synced) else conn.execute
-        execute(
-            "SELECT pg_advisory_xact_lock(%(topic)s, %(key)s)",
-            {"topic": _topic_key(topic), "key": _int32(key)},
-        )
+        execute(_LOCK, {"topic": _topic_key(topic), "key": _int32(key)})
 
     @contextlib.contextmanager
     def _transaction_connection(self, connection: Any) -> Iterator[Any]:
@@ -178,6 +177,40 @@ class PostgresDatabase(Database):
         next statement, and COMMIT with the end, instead of a round trip each."""
         with connection.pipeline() as pipeline:
             yield _Synced(connection, pipeline)
+
+    def write_one(self, sql: str, params: Params, *, guard: tuple[str, int] | None = None) -> int:
+        if guard is None:
+            return super().write_one(sql, params)
+        topic, key = guard
+        # BEGIN, the lock, the statement and COMMIT as one query string: one round trip, as a raw
+        # autocommit statement takes (pipeline mode costs more in the driver than it saves). The server
+        # runs them in order, so the statement's snapshot is taken once the lock is held; an error skips
+        # the rest, and the ROLLBACK below ends the transaction. Values are bound by the driver's quoting.
+        script = f"BEGIN; {_LOCK_SCRIPT}; {sql}; COMMIT"
+        values = {**params, "objstore_lock_topic": _topic_key(topic), "objstore_lock_key": _int32(key)}
+
+        def attempt() -> int:
+            cursor = self._client_cursor()
+            try:
+                cursor.execute(script, values)
+            except BaseException:
+                if self._in_transaction(cursor.connection):
+                    with contextlib.suppress(Exception):  # a broken connection cannot roll back
+                        cursor.connection.execute("ROLLBACK")
+                raise
+            cursor.nextset()  # the lock's
+            cursor.nextset()  # the statement's
+            return int(cursor.rowcount)
+
+        return self._retrying(attempt)
+
+    def _client_cursor(self) -> Any:
+        """This thread's cursor that binds values itself (several statements in one query string)."""
+        cursor = getattr(self._local, "client_cursor", None)
+        if cursor is None:
+            cursor = self._psycopg.ClientCursor(self.connection())
+            self._local.client_cursor = cursor
+        return cursor
 
     def insert(self, sql: str, params: Params) -> int:
         returning = f"{sql} RETURNING id"

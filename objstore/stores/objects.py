@@ -227,7 +227,6 @@ class ObjectStore:
             if (
                 content.inline is not None
                 and not overwrite
-                and self.db.serializes_writes  # one statement checks and writes only under one writer
                 and self._insert_in_one_statement(row, scope, run)
             ):
                 return ObjectInfo(
@@ -269,8 +268,11 @@ class ObjectStore:
         if run == PIPELINE_SCOPE:
             if scope in self._full_pipelines:
                 return False  # it would fail: this pipeline evicts on every put
-            return self.db.write_one(self._insert_if_room, {**row, "limit": self.pipeline_object_limit}) == 1
-        return self.db.write_one(self._insert_if_open, {**row, "expiry": self.run_object_expiry}) == 1
+            statement, params = self._insert_if_room, {**row, "limit": self.pipeline_object_limit}
+        else:
+            statement, params = self._insert_if_open, {**row, "expiry": self.run_object_expiry}
+        # It checks what it writes (the pipeline's count, the run watermark): under the pipeline's lock.
+        return self.db.write_one(statement, params, guard=(SCOPE_LOCK, scope)) == 1
 
     def _enforce_limit(self, conn: Connection, scope: int, count: int) -> list[str]:
         """Evict the pipeline's oldest objects (smallest ids) beyond the limit; their keys.
