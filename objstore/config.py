@@ -19,10 +19,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     PrivateAttr,
     SecretStr,
     ValidationError,
@@ -31,9 +28,20 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from objstore.config_blobs import (
+    DEFAULT_BLOB_THRESHOLD,
+    STORE_TYPES,
+    BlobCacheSettings,
+    BlobSettings,
+    BlobStore,
+    FilesystemBlobStore,
+    HttpBlobStore,
+    S3BlobStore,
+)
 from objstore.config_errors import LocatedError, join_problems, validation_problems
 from objstore.config_sources import SettingsShape, deep_merge, plain_overrides, read_sources
-from objstore.durations import format_duration, to_timedelta
+from objstore.config_types import DatabaseUrl, Duration, WholeNumber
+from objstore.config_types import Section as _Section
 from objstore.errors import ConfigError, VaultError
 from objstore.urls import mask_password
 
@@ -49,6 +57,7 @@ __all__ = [
     "PLACEHOLDER_KEY",
     "SHARED_SECTIONS",
     "ApiSettings",
+    "BlobCacheSettings",
     "BlobSettings",
     "BlobStore",
     "DevelopmentSettings",
@@ -75,8 +84,6 @@ _TEST_ENV_PREFIX = "OBJSTORE_TEST_"
 DEFAULT_ENCRYPTION_KEY = "changemechangemechangemechangeme"
 PLACEHOLDER_KEY = "<run: objstore init-config>"
 ENCRYPTION_KEY_BYTES = 32
-# Placeholder until bench/ measures where SQLite stops beating the filesystem.
-DEFAULT_BLOB_THRESHOLD = 131072  # bench/bench_threshold.py: inline is faster up to here (see README)
 _MAKE_KEY_HINT = (
     'create one with `objstore init-config` or `python -c "import secrets; print(secrets.token_urlsafe(24))"`'
 )
@@ -120,17 +127,6 @@ HOST_KEYS: Mapping[str, frozenset[str]] = {
 _LOADING_FROM: ContextVar[Path | None] = ContextVar("objstore_config_base", default=None)
 
 
-def _duration(value: object) -> timedelta:
-    return to_timedelta(value)
-
-
-def _whole_number(value: object) -> object:
-    # pydantic's lax mode would take `true` as 1.
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number, not true/false")
-    return value
-
-
 def _check_key(key: SecretStr) -> SecretStr:
     text = key.get_secret_value()
     if text == PLACEHOLDER_KEY:
@@ -155,24 +151,8 @@ def _check_key(key: SecretStr) -> SecretStr:
     return key
 
 
-Duration = Annotated[
-    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str, when_used="json")
-]
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 EncryptionKey = Annotated[SecretStr, AfterValidator(_check_key)]
 Engine = Literal["sqlite", "postgres"]
-
-
-# A database URL may carry a password: masked in reprs and JSON dumps.
-DatabaseUrl = Annotated[str, PlainSerializer(mask_password, return_type=str, when_used="json")]
-
-
-class _Section(BaseModel):
-    # hide_input_in_errors: pydantic's own messages must never echo a key; revalidate_instances: a section
-    # passed in as an instance is copied, so resolving its relative paths never changes the caller's object.
-    model_config = ConfigDict(
-        extra="forbid", hide_input_in_errors=True, validate_default=True, revalidate_instances="always"
-    )
 
 
 class ApiSettings(_Section):
@@ -349,101 +329,6 @@ class DevelopmentSettings(_Section):
     pretty_logging: bool = Field(False, description="Human-readable log lines instead of JSON.")
 
 
-_STORE_NAME = Field(
-    None,
-    pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-    description="Name of this store in commands (`objstore blobs migrate --to NAME`); default: its "
-    "position in the list, from 1.",
-)
-_RETRIES = "Retries of a failed request (0: try once); attempt N waits 2^N x delay, +-jitter/2 of that."
-
-
-class FilesystemBlobStore(_Section):
-    type: Literal["filesystem"] = "filesystem"
-    name: str | None = _STORE_NAME
-    path: Path = Field(description="Folder of the content files.", examples=["objstore-data/blobs"])
-
-
-class S3BlobStore(_Section):
-    type: Literal["s3"] = "s3"
-    name: str | None = _STORE_NAME
-    bucket: str = Field(min_length=1, description="Bucket name.", examples=["ci-artifacts"])
-    prefix: str | None = Field(None, description="Key prefix inside the bucket.", examples=["blobs"])
-    region: str | None = Field(None, description="Region of the bucket.", examples=["eu-west-1"])
-    endpoint: str | None = Field(
-        None, description="URL of an S3-compatible server.", examples=["http://127.0.0.1:7480"]
-    )
-    access_key_id: SecretStr | None = Field(
-        None, description="Access key; unset: AWS_ACCESS_KEY_ID and the usual AWS sources."
-    )
-    secret_access_key: SecretStr | None = Field(
-        None, description="Secret key; unset: AWS_SECRET_ACCESS_KEY and the usual AWS sources."
-    )
-    max_retries: WholeNumber = Field(6, ge=0, description=_RETRIES)
-    delay: float = Field(0.3, ge=0, description="Base delay of the retries, in seconds.")
-    jitter: float = Field(0.5, ge=0, le=1, description="Randomness of each retry's delay (0 to 1).")
-    timeout: Duration = Field(timedelta(seconds=30), description="Time limit of one request.")
-    part_size: WholeNumber = Field(
-        8 << 20, ge=5 << 20, description="Bytes per part of a multipart upload (at least 5 MiB)."
-    )
-    max_concurrency: WholeNumber = Field(
-        4, ge=1, description="Parts uploaded at once; memory is about part_size x (max_concurrency + 1)."
-    )
-
-
-class HttpBlobStore(_Section):
-    type: Literal["http"] = "http"
-    name: str | None = _STORE_NAME
-    host: str = Field(
-        min_length=1, description="Another objstore serving /blobs.", examples=["localhost:7777"]
-    )
-    protocol: Literal["http", "https"] = Field("http", description='"http" or "https".')
-    token: SecretStr | None = Field(None, description="Bearer token for that server.")
-    max_retries: WholeNumber = Field(3, ge=0, description=_RETRIES)
-    delay: float = Field(0.2, ge=0, description="Base delay of the retries, in seconds.")
-    jitter: float = Field(0.5, ge=0, le=1, description="Randomness of each retry's delay (0 to 1).")
-    timeout: Duration = Field(timedelta(seconds=30), description="Time limit of one request.")
-
-
-class BlobCacheSettings(_Section):
-    path: Path | None = Field(
-        None,
-        description="Folder of a local cache in front of the blob stores (reads fill it, least recently used "
-        "content leaves first); unset: no cache. Never inside a filesystem store's folder.",
-        examples=["objstore-data/blob-cache"],
-    )
-    max_bytes: WholeNumber = Field(10 << 30, ge=1, description="Most bytes the cache keeps.")
-
-
-BlobStore = FilesystemBlobStore | S3BlobStore | HttpBlobStore
-_STORE_TYPES: Mapping[str, type[_Section]] = {
-    "filesystem": FilesystemBlobStore,
-    "s3": S3BlobStore,
-    "http": HttpBlobStore,
-}
-
-
-class BlobSettings(_Section):
-    threshold: WholeNumber = Field(
-        DEFAULT_BLOB_THRESHOLD,
-        ge=0,
-        description="Values up to this many bytes are stored inline in the database, larger ones in the blob "
-        "store; 0 sends every value to the blob store. The default comes from a benchmark (README).",
-    )
-    gc_grace_period: Duration = Field(
-        timedelta(hours=1),
-        description="Unreferenced content younger than this is kept by garbage collection (in-flight puts).",
-    )
-    stores: list[Annotated[BlobStore, Field(discriminator="type")]] = Field(
-        default_factory=list,
-        description="Blob stores: the first is written to, the others are read in turn. None: a filesystem "
-        "store in a `blobs` folder beside the object database.",
-    )
-    cache: BlobCacheSettings = Field(
-        default_factory=BlobCacheSettings, description="A fast local tier in front of the blob stores."
-    )
-
-
 def env_var_name(path: Iterable[str]) -> str:
     """The environment variable of a setting: ``("api", "log_dir")`` -> ``OBJSTORE_API__LOG_DIR``."""
     return ENV_PREFIX + "__".join(part.upper() for part in path)
@@ -576,7 +461,7 @@ class Settings(BaseSettings):
         try:
             settings = cls(**sources.merged())
         except ValidationError as exc:
-            problems = validation_problems(exc, sources.labelled(), sources.env_vars, _STORE_TYPES)
+            problems = validation_problems(exc, sources.labelled(), sources.env_vars, STORE_TYPES)
         else:
             settings._config_file = file
             return settings
@@ -604,7 +489,7 @@ def _resolve_paths(model: BaseModel, base: Path) -> None:
 _SHAPE = SettingsShape(
     model=Settings,
     store_list=(BlobSettings, "stores"),
-    store_types=_STORE_TYPES,
+    store_types=STORE_TYPES,
     host_sections=HOST_SECTIONS,
     host_keys=HOST_KEYS,
     shared_sections=SHARED_SECTIONS,

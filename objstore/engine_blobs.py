@@ -99,13 +99,15 @@ def build_blob_backend(settings: Settings) -> BlobStores:
     """Every configured store, in order, behind one backend; the cache in front if configured."""
     opened: list[BlobBackend] = []
     labels: dict[str, BlobBackend] = {}
+    swept: list[bool] = []
     try:
         for position, store in enumerate(settings.blob_stores(), start=1):
             opened.append(open_store(store, position))
+            swept.append(store.collect_garbage)
             labels[str(position)] = opened[-1]
             if store.name:
                 labels[store.name] = opened[-1]
-        backend: BlobBackend = opened[0] if len(opened) == 1 else BlobChain(opened)
+        backend: BlobBackend = opened[0] if swept == [True] else BlobChain(opened, swept=swept)
         cache = settings.blobs.cache
         if cache.path is not None:
             from objstore.blobs.cache import CachedBlobBackend

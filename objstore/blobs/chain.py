@@ -4,6 +4,11 @@ This is how a team moves its content to a new store without a flag day: configur
 keep the old one after it; reads find old content where it is, ``objstore blobs migrate`` copies it over,
 then the old store can go. A store that fails with anything but "not there" is logged and the next one
 tried, so one unreachable legacy store does not stop reads that another can serve.
+
+Garbage collection and ``check --fix`` delete content that no row of this database refers to, so they
+look only at the stores this database owns: a store shared with other databases (an HTTP store serves
+another objstore's content; a bucket may be shared by separate deployments) is read and written, never
+swept.
 """
 
 from __future__ import annotations
@@ -25,11 +30,16 @@ T = TypeVar("T")
 class BlobChain(BlobBackend):
     """``stores[0]`` takes every write; reads try each store in order."""
 
-    def __init__(self, stores: Sequence[BlobBackend]) -> None:
+    def __init__(self, stores: Sequence[BlobBackend], *, swept: Sequence[bool] | None = None) -> None:
+        """``swept[i]``: whether garbage collection may delete unreferenced content from ``stores[i]``
+        (default: from every store)."""
         if not stores:
             raise InvalidValue("a blob chain needs at least one store")
+        if swept is not None and len(swept) != len(stores):
+            raise InvalidValue(f"{len(swept)} sweep flags for {len(stores)} blob stores")
         self.stores = list(stores)
         self.primary = self.stores[0]
+        self.swept = [s for s, flag in zip(self.stores, swept or [True] * len(stores), strict=True) if flag]
         self.name = " then ".join(store.name for store in self.stores)
 
     # -- writes go to the first store ---------------------------------------------------------------------
@@ -83,20 +93,21 @@ class BlobChain(BlobBackend):
         return [store for store in self.stores if store.exists(sha256)]
 
     def iter_blobs(self) -> Iterator[BlobStat]:
-        """Every blob of every store, each once (the first store's record of it)."""
+        """Every blob of the swept stores, each once (the first store's record of it): what garbage
+        collection and ``check`` may call unreferenced."""
         seen: set[str] = set()
-        for store in self.stores:
+        for store in self.swept:
             for blob in store.iter_blobs():
                 if blob.sha256 not in seen:
                     seen.add(blob.sha256)
                     yield blob
 
-    # -- removal applies everywhere -------------------------------------------------------------------------
+    # -- removal applies to every swept store ---------------------------------------------------------------
 
     def delete(self, sha256: str) -> bool:
-        """Remove the content from every store (garbage collection: no object refers to it)."""
+        """Remove the content from every swept store (garbage collection: no object refers to it)."""
         removed = False
-        for store in self.stores:
+        for store in self.swept:
             removed = store.delete(sha256) or removed
         return removed
 
