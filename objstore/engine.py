@@ -14,6 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from pydantic import SecretStr
+
 from objstore.blobs.base import BlobBackend
 from objstore.blobs.migrate import MigrationReport
 from objstore.clock import Clock, SystemClock
@@ -44,6 +46,7 @@ from objstore.types import CheckReport, GCReport, PruneReport, StoreStats
 from objstore.urls import mask_password
 
 if TYPE_CHECKING:
+    from objstore.keyring import Keyring
     from objstore.scheduler import PruneScheduler
 
 __all__ = ["ObjStore", "open"]
@@ -72,6 +75,8 @@ class ObjStore:
         self._close_lock = threading.Lock()
         self._databases: dict[str, Database] = {}
         self._scheduler: PruneScheduler | None = None
+        # The key that opens the vault now (rotate_encryption_key changes it); SecretStr: never shown.
+        self._encryption_key: SecretStr | None = None
         try:
             self._open()
         except BaseException:
@@ -160,8 +165,15 @@ class ObjStore:
                 clock=self.clock,
                 unavailable=VaultError("run `objstore db upgrade` first"),
             )
-        keyring = open_keyring(self.secret_db, key.get_secret_value(), clock=self.clock)
-        return SecretStore(self.secret_db, keyring, clock=self.clock)
+        self._encryption_key = key
+        keyring = self._read_keyring()
+        return SecretStore(self.secret_db, keyring, clock=self.clock, reload_keyring=self._read_keyring)
+
+    def _read_keyring(self) -> Keyring:
+        """The vault's data keys as stored now (another process may have rotated them)."""
+        if self._encryption_key is None:
+            raise VaultError("the secret store has no encryption key")
+        return open_keyring(self.secret_db, self._encryption_key.get_secret_value(), clock=self.clock)
 
     def _database(self, role: str, engine: str, path: Path, url: str | None) -> Database:
         # The three databases may be one: share one Database (and one set of connections) then.
@@ -302,18 +314,20 @@ class ObjStore:
                 "key; create a real one with `objstore init-config` or "
                 '`python -c "import secrets; print(secrets.token_urlsafe(24))"`'
             )
-        current = self.settings.vault_key().get_secret_value()
-        rotated = rotate_encryption_key(self.secret_db, current, new_key)
-        self.secrets.use_keyring(open_keyring(self.secret_db, new_key, clock=self.clock))
+        current = self._encryption_key or self.settings.vault_key()
+        rotated = rotate_encryption_key(self.secret_db, current.get_secret_value(), new_key)
+        self._encryption_key = SecretStr(new_key)
+        self.secrets.use_keyring(self._read_keyring())
         return rotated
 
     def rotate_data_key(self, *, batch_size: int = 500) -> int:
         """Seal every secret with a fresh data key, in batches; how many were resealed. Resumable."""
         self._check_open()
         self.secrets.keyring  # noqa: B018 - raises the VaultError that says how to configure a key
+        assert self._encryption_key is not None  # a keyring was opened with it
         ring, moved = rotate_data_key(
             self.secret_db,
-            self.settings.vault_key().get_secret_value(),
+            self._encryption_key.get_secret_value(),
             clock=self.clock,
             batch_size=batch_size,
         )

@@ -286,6 +286,49 @@ def test_rotate_data_key_reseals_everything_resumably(
     assert run_sql(again.secret_db, "SELECT count(*) FROM vault_keys") == [(1,)]  # retired keys removed
 
 
+def test_a_store_follows_data_key_rotations_made_by_another(make_store: StoreFactory) -> None:
+    """Another process (here: another store on the same databases) rotates the data key twice, which
+    also retires the key this store opened with: it still reads, writes and masks everything."""
+    rotating, behind = keyed(make_store), keyed(make_store)
+    rotating.pipeline("default", "p").secrets.put("OLD", VALUE)
+    behind.global_secrets.put("G", "global-value", namespaces=["default"])
+    opened_with = behind.secrets.keyring.active_id
+    assert rotating.rotate_data_key() == 2 and rotating.rotate_data_key() == 2
+    assert opened_with not in [row[0] for row in run_sql(rotating.secret_db, "SELECT key_id FROM vault_keys")]
+    secrets = behind.pipeline("default", "p").secrets
+    assert secrets.get("OLD") == VALUE  # sealed under a key this store did not hold
+    assert secrets.get_global("G") == "global-value"
+    secrets.put("NEW", "written-after-rotation")  # sealed under the vault's active key, not a retired one
+    active = rotating.secrets.keyring.active_id
+    assert run_sql(rotating.secret_db, "SELECT DISTINCT key_id FROM secrets") == [(active,)]
+    assert rotating.pipeline("default", "p").secrets.get("NEW") == "written-after-rotation"
+    assert behind.mask(f"{VALUE} and written-after-rotation") == "**** and ****"
+
+
+def test_a_put_under_a_replaced_key_is_sealed_again_under_the_active_one(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation elsewhere stopped half-way: the old key is no longer active but still held. A put
+    from a store that opened before it must not seal new values under the old key."""
+    rotating, behind = keyed(make_store), keyed(make_store)
+    behind.pipeline("default", "p").secrets.put("FIRST", "one")
+    from objstore.stores import rotation
+
+    def crash(*args: Any) -> bytes:
+        raise RuntimeError("crash before the first batch")
+
+    monkeypatch.setattr(rotation, "reseal", crash)
+    with pytest.raises(RuntimeError):
+        rotating.rotate_data_key()
+    monkeypatch.undo()
+    keys = run_sql(rotating.secret_db, "SELECT key_id, active FROM vault_keys ORDER BY key_id")
+    assert len(keys) == 2 and not keys[0][1] and keys[1][1]  # old key kept, new key active
+    behind.pipeline("default", "p").secrets.put("SECOND", "two")
+    assert run_sql(rotating.secret_db, "SELECT key_id FROM secrets WHERE name = 'SECOND'") == [(keys[1][0],)]
+    assert rotating.pipeline("default", "p").secrets.get("SECOND") == "two"
+    assert behind.pipeline("default", "p").secrets.get("FIRST") == "one"
+
+
 def test_mask(make_store: StoreFactory) -> None:
     store = keyed(make_store)
     store.pipeline("default", "p").secrets.put("S", VALUE)

@@ -8,6 +8,7 @@ pipeline and name. Opening the vault unwraps the keyring: a wrong configured key
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import json
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from objstore.clock import Clock
-from objstore.crypto import kek_from_setting, secret_aad
+from objstore.crypto import kek_from_setting, sealed_key_id, secret_aad
 from objstore.db.database import Connection, Database
 from objstore.errors import AlreadyExists, InvalidValue, SecretNotFound, VaultError
 from objstore.keyring import Keyring
@@ -85,8 +86,17 @@ def _as_bytes(value: object) -> tuple[bytes, bool]:
     raise InvalidValue(f"a secret value is str or bytes, not {type(value).__name__}")
 
 
+class _KeyRetired(Exception):
+    """Inside a put: the data key it sealed with is no longer in the vault (another process rotated)."""
+
+
 class SecretStore:
-    """Secrets of every pipeline, and global secrets, in the secret database."""
+    """Secrets of every pipeline, and global secrets, in the secret database.
+
+    Several processes may share the vault. When another one rotates the data key, this store's keyring
+    is out of date: a value sealed under a key it does not hold, or a put under a key that was retired,
+    makes it read the keys again (``reload_keyring``) and try once more.
+    """
 
     def __init__(
         self,
@@ -96,8 +106,10 @@ class SecretStore:
         clock: Clock,
         unavailable: VaultError | None = None,
         notify: EventSink | None = None,
+        reload_keyring: Callable[[], Keyring] | None = None,
     ) -> None:
         self.db = database
+        self._reload_keyring = reload_keyring
         self.notify = notify  # told of writes and deletes (names only, never values), after they commit
         self.clock = clock
         self._keyring = keyring
@@ -114,7 +126,7 @@ class SecretStore:
             "UPDATE secrets SET sealed = :sealed, key_id = :key_id, is_text = :is_text, "
             f"allowed_namespaces = :allowed, updated_at = :at WHERE {where}"
         )
-        self._key_exists = sql("SELECT 1 FROM vault_keys WHERE key_id = :key_id")
+        self._key_is_active = sql("SELECT 1 FROM vault_keys WHERE key_id = :key_id AND active = TRUE")
         self._get = sql(f"SELECT sealed, is_text, allowed_namespaces FROM secrets WHERE {where}")
         self._get_value = sql(f"SELECT sealed, is_text FROM secrets WHERE {where}")
         self._delete = sql(f"DELETE FROM secrets WHERE {where}")
@@ -136,6 +148,34 @@ class SecretStore:
     def use_keyring(self, keyring: Keyring) -> None:
         """After a rotation: seal and open with ``keyring`` from now on."""
         self._keyring = keyring
+
+    def _newer_keyring(self, stale: Keyring) -> Keyring | None:
+        """The vault's keys as stored now, if they changed since ``stale`` was read; else None."""
+        if self._reload_keyring is None:
+            return None
+        ring = self._reload_keyring()
+        if ring.key_ids == stale.key_ids and ring.active_id == stale.active_id:
+            return None
+        self._keyring = ring
+        return ring
+
+    def _unseal(self, ring: Keyring, sealed: bytes, aad: bytes) -> bytes:
+        """Open ``sealed``; a key this keyring does not hold yet (a rotation elsewhere) reloads it."""
+        try:
+            return ring.unseal(sealed, aad)
+        except VaultError as error:
+            return self._unseal_with_newer_keys(ring, sealed, aad, error)
+
+    def _unseal_with_newer_keys(self, ring: Keyring, sealed: bytes, aad: bytes, error: VaultError) -> bytes:
+        """After ``ring`` failed to open ``sealed`` with ``error``: open it with the vault's current keys
+        if it names a key ``ring`` lacks and those hold it; else raise ``error``."""
+        key_id = None
+        with contextlib.suppress(VaultError):
+            key_id = sealed_key_id(sealed)
+        newer = None if key_id is None or key_id in ring else self._newer_keyring(ring)
+        if newer is None:
+            raise error
+        return newer.unseal(sealed, aad)
 
     @property
     def keyring(self) -> Keyring:
@@ -163,28 +203,23 @@ class SecretStore:
                 f"secret {name!r} is {len(plaintext)} bytes; secrets are limited to {MAX_SECRET_BYTES} bytes "
                 "(store large material as an object and keep its key or password here)"
             )
-        ring = self.keyring
-        sealed = ring.seal(plaintext, secret_aad_for(scope, namespace, pipeline, name))
-        now = self.clock.now()
-        row = {
+        aad = secret_aad_for(scope, namespace, pipeline, name)
+        row: dict[str, Any] = {
             "scope": scope,
             "ns": namespace,
             "p": pipeline,
             "name": name,
-            "sealed": sealed,
-            "key_id": ring.active_id,
             "is_text": is_text,
             "allowed": None if allowed_namespaces is None else json.dumps(allowed_namespaces),
-            "at": to_micros(now),
+            "at": to_micros(self.clock.now()),
         }
 
         def work(conn: Connection) -> bool:
-            self.db.serialize(conn, VAULT_LOCK)  # a data-key rotation cannot retire the key meanwhile
-            if conn.execute(self._key_exists, {"key_id": ring.active_id}).fetchone() is None:
-                raise VaultError(
-                    "the vault's data keys were rotated by another process since this store opened; "
-                    "open the store again"
-                )
+            # A data-key rotation cannot retire the key meanwhile; a put sealed under a key another
+            # process has replaced reloads the keys and seals again, so rotations leave nothing behind.
+            self.db.serialize(conn, VAULT_LOCK)
+            if conn.execute(self._key_is_active, {"key_id": row["key_id"]}).fetchone() is None:
+                raise _KeyRetired
             if conn.execute(self._insert, row).rowcount == 1:
                 return False
             if not overwrite:
@@ -195,7 +230,20 @@ class SecretStore:
             conn.execute(self._update, row)
             return True
 
-        replaced = self.db.write(work)
+        ring = self.keyring
+        while True:
+            row["sealed"], row["key_id"] = ring.seal(plaintext, aad), ring.active_id
+            try:
+                replaced = self.db.write(work)
+                break
+            except _KeyRetired:
+                newer = self._newer_keyring(ring)
+                if newer is None:
+                    raise VaultError(
+                        "the vault's data key was retired while this store was sealing with it, and "
+                        "reading the vault's keys again did not help; open the store again"
+                    ) from None
+                ring = newer
         self._tell("secret_written", scope, namespace, pipeline, name, replaced=replaced)
         return self._info(scope, namespace, pipeline, name)
 
@@ -256,7 +304,7 @@ class SecretStore:
                     continue
                 if scope == "global" and not _allowed(namespace or "", _patterns(allowed)):
                     continue
-            found.append(ring.unseal(sealed, secret_aad_for(scope, ns, p, name)))
+            found.append(self._unseal(ring, sealed, secret_aad_for(scope, ns, p, name)))
         return found
 
     def _open_row(
@@ -278,7 +326,11 @@ class SecretStore:
                 validate(name)
             raise self._not_found(scope, namespace, pipeline, name)
         sealed, is_text, *rest = row
-        plaintext = ring.unseal(sealed, secret_aad_for(scope, namespace, pipeline, name))
+        aad = secret_aad_for(scope, namespace, pipeline, name)
+        try:
+            plaintext = ring.unseal(sealed, aad)  # not through _unseal: this is every get's path
+        except VaultError as error:
+            plaintext = self._unseal_with_newer_keys(ring, sealed, aad, error)
         return (plaintext.decode("utf-8") if is_text else plaintext), tuple(rest)
 
     def _info(self, scope: Scope, namespace: str, pipeline: str, name: str) -> SecretInfo:
