@@ -27,6 +27,7 @@ BENCHMARKS = (
     "cache",
     "postgres",
     "s3",
+    "http",
 )
 
 
