@@ -37,6 +37,7 @@ from objstore.stores.content import ContentStore
 from objstore.stores.events import EventStore
 from objstore.stores.leases import Leases
 from objstore.stores.maintenance import Maintenance
+from objstore.stores.notices import NoticeWriter
 from objstore.stores.objects import ObjectStore
 from objstore.stores.rotation import rotate_data_key, rotate_encryption_key
 from objstore.stores.runs import RunStore
@@ -110,7 +111,9 @@ class ObjStore:
         self.blob_backend = self.blob_stores.backend
         self.content = ContentStore(self.blob_backend, threshold=settings.blobs.threshold)
         self.event_store = EventStore(self.server_db, clock=self.clock)
-        notify = self.event_store.emit_quietly
+        self.notices = NoticeWriter(self.event_store)
+        self.event_store.flush_pending = self.notices.flush
+        notify = self.notices
         self.objects = ObjectStore(
             self.object_db,
             self.content,
@@ -351,6 +354,9 @@ class ObjStore:
         scheduler, self._scheduler = getattr(self, "_scheduler", None), None
         if scheduler is not None:
             scheduler.shutdown(wait=True)
+        notices: NoticeWriter | None = getattr(self, "notices", None)
+        if notices is not None:
+            notices.close()  # before the databases: it writes what is pending
         for database in self._databases.values():
             database.close()
         backend: BlobBackend | None = getattr(self, "blob_backend", None)

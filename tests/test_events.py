@@ -227,3 +227,49 @@ def test_event_ids_become_visible_in_order(make_store: StoreFactory) -> None:
     follower.join(timeout=30)
     assert len(seen) == writers * per_writer == len(set(seen))
     assert seen == sorted(seen)
+
+
+# -- the engine's notices are written in batches ------------------------------------------------------------
+
+
+def _evict(store: ObjStore, count: int) -> list[str]:
+    """``count`` puts into a pipeline at its limit of 1: each evicts the one before. The evicted keys."""
+    objects = store.pipeline("default", "batched").objects
+    objects.put("k0", b"x")
+    for i in range(1, count + 1):
+        objects.put(f"k{i}", b"x")
+    return [f"k{i}" for i in range(count)]
+
+
+def _evicted_keys(store: ObjStore) -> list[str]:
+    events = store.events.list(kind="object_evicted", limit=10_000)
+    return [key for event in events for key in event.details["keys"]]
+
+
+def test_notices_reach_other_readers_without_a_read_or_close_here(make_store: StoreFactory) -> None:
+    writer = make_store(object_store={"pipeline_object_limit": 1})
+    reader = make_store()  # another store on the same databases: its reads cannot flush the writer's notices
+    expected = _evict(writer, 50)
+    seen: list[str] = []
+    for _ in range(100):  # the background writer commits within its delay (50 ms)
+        seen = _evicted_keys(reader)
+        if len(seen) == len(expected):
+            break
+        threading.Event().wait(0.05)
+    assert seen == expected  # all of them, in the order they happened
+
+
+def test_a_read_in_the_same_process_sees_every_notice_at_once(make_store: StoreFactory) -> None:
+    store = make_store(object_store={"pipeline_object_limit": 1})
+    store.notices.delay = 60.0  # the background writer would wait a minute: the read must flush
+    assert _evicted_keys(store) == []
+    expected = _evict(store, 5)
+    assert _evicted_keys(store) == expected
+
+
+def test_close_writes_pending_notices(make_store: StoreFactory) -> None:
+    store = make_store(object_store={"pipeline_object_limit": 1})
+    store.notices.delay = 60.0
+    expected = _evict(store, 20)
+    store.close()
+    assert _evicted_keys(make_store()) == expected

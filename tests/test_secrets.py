@@ -123,6 +123,7 @@ def test_no_plaintext_in_any_file(make_store: StoreFactory, data_dir: Path, engi
     store = keyed(make_store)
     store.pipeline("default", "p").secrets.put("S", VALUE)
     store.global_secrets.put("G", VALUE.encode(), namespaces=["*"])
+    store.notices.flush()  # the secret_written events too, which the engine writes in batches
     if engine == "sqlite":
         files = _secret_files(data_dir)
         assert {p.name for p in files} >= {"secrets.db", "secrets.db-wal"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -96,17 +96,21 @@ class EventStore:
         self._count_older = sql("SELECT count(*) FROM events WHERE emitted_at < :cutoff")
         self._summary = sql("SELECT count(*), min(emitted_at), max(emitted_at) FROM events")
         self._lists: dict[tuple[bool, ...], str] = {}
+        # Set by the engine to write the notices it batches (stores.notices): readers in this process
+        # see everything it did before they asked.
+        self.flush_pending: Callable[[], None] = lambda: None
 
     # -- writing ----------------------------------------------------------------------------------------
 
-    def _row(
+    def row(
         self,
         kind: str,
         details: Mapping[str, Any] | None,
         namespace: str | None,
         pipeline: str | None,
         run: int | None,
-    ) -> tuple[dict[str, Any], datetime, dict[str, Any]]:
+    ) -> dict[str, Any]:
+        """The validated row of one event, emitted now (for :meth:`append_all`)."""
         validate_kind(kind)
         if namespace is not None:
             validate_id(namespace, "namespace")
@@ -118,17 +122,14 @@ class EventStore:
             if pipeline is None:
                 raise InvalidValue("an event's run needs its namespace and pipeline too")
             validate_run_number(run)
-        text = _details_json(details)
-        emitted_at = self.clock.now()
-        params = {
+        return {
             "kind": kind,
             "ns": namespace,
             "p": pipeline,
             "run": run,
-            "at": to_micros(emitted_at),
-            "details": text,
+            "at": to_micros(self.clock.now()),
+            "details": _details_json(details),
         }
-        return params, emitted_at, json.loads(text) if details else {}
 
     def emit(
         self,
@@ -140,12 +141,13 @@ class EventStore:
         run: int | None = None,
     ) -> Event:
         """Append one event; it is durable when this returns."""
-        params, emitted_at, stored = self._row(kind, details, namespace, pipeline, run)
+        params = self.row(kind, details, namespace, pipeline, run)
         if self.db.serializes_writes:
             event_id = self.db.insert(self._insert, params)
         else:
             event_id = self.db.write(lambda conn: self._append(conn, params))
-        return Event(event_id, kind, emitted_at, stored, namespace, pipeline, run)
+        stored = json.loads(params["details"]) if details else {}
+        return Event(event_id, kind, from_micros(params["at"]), stored, namespace, pipeline, run)
 
     def record(
         self,
@@ -158,8 +160,11 @@ class EventStore:
         run: int | None = None,
     ) -> None:
         """Append one event inside the caller's transaction on this database (it commits with it)."""
-        params, _, _ = self._row(kind, details, namespace, pipeline, run)
-        self._append(conn, params)
+        self._append(conn, self.row(kind, details, namespace, pipeline, run))
+
+    def append_all(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows made by :meth:`row`, in order, in one transaction."""
+        self.db.write(lambda conn: [self._append(conn, params) for params in rows])
 
     def _append(self, conn: Connection, params: dict[str, Any]) -> int:
         # Ids must become visible in increasing order, or a reader following the log with after=ID skips
@@ -196,6 +201,7 @@ class EventStore:
         namespace: str | None = None,
         pipeline: str | None = None,
     ) -> list[Event]:
+        self.flush_pending()
         """Events, oldest first (newest last).
 
         With ``after``: the ``limit`` events that follow that id (page forward, or follow the log by
@@ -259,6 +265,7 @@ class EventStore:
 
     def summary(self) -> tuple[int, datetime | None, datetime | None]:
         """How many events there are, and when the oldest and the newest were emitted."""
+        self.flush_pending()
         row = self.db.query_one(self._summary, {})
         count, oldest, newest = row if row else (0, None, None)
         return (
