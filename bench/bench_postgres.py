@@ -1,10 +1,11 @@
 """Small pipeline-object puts on PostgreSQL against psycopg's own single-row INSERT, on one server, one run.
 
-objstore (all three databases on PostgreSQL, blobs on the local disk) stores a 100-byte value per put into
-pipelines below their limit, and at their limit (every put evicts the oldest). The baseline is what a
-hand-written store would do at least: psycopg, one autocommit connection, a prepared single-row INSERT of
-the same key and value into an indexed table. Needs ``OBJSTORE_TEST_POSTGRES_URL`` (or ``--url``): each
-round works in a schema of its own, dropped afterwards. Quote the ratios, not the times.
+objstore (all three databases on PostgreSQL, blobs on the local disk, the default pipeline limit of 50)
+stores a 100-byte value per put into pipelines below their limit (spread so that each ends with 41
+objects, as in bench_small), and into pipelines at their limit (every put evicts the oldest). The baseline
+is what a hand-written store would do at least: psycopg, one autocommit connection, a prepared single-row
+INSERT of the same key and value into an indexed table. Needs ``OBJSTORE_TEST_POSTGRES_URL`` (or
+``--url``): each round works in a schema of its own, dropped afterwards. Quote the ratios, not the times.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from common import (
 )
 
 VALUE = b"v" * 100
-LIMIT = 50
+LIMIT = 50  # objstore's default pipeline_object_limit
+PER_PIPELINE = 40  # below the limit: puts spread so that each pipeline ends with 40 objects (as bench_small)
 
 
 def _plain(url: str) -> str:
@@ -79,20 +81,21 @@ def objstore_put(url: str, n: int, *, at_limit: bool) -> Callable[[Path], float]
             database = {"engine": "postgres", "postgres": {"url": scoped}}
             settings = Settings.for_directory(
                 folder,
-                object_store={**database, "pipeline_object_limit": LIMIT if at_limit else 100_000},
+                object_store={**database, "pipeline_object_limit": LIMIT},
                 secret_store=database,
                 server={"storage_engine": "postgres", "postgres": {"url": scoped}},
             )
             ObjStore(settings, upgrade_schema=False).upgrade()
             with ObjStore(settings) as store:
-                pipelines = [store.pipeline("bench", f"p{i}").objects for i in range(10)]
-                if at_limit:
-                    for p, objects in enumerate(pipelines):
-                        for i in range(LIMIT):
-                            objects.put(f"fill{p}-{i}", VALUE)
+                count = 10 if at_limit else max(1, n // PER_PIPELINE)
+                pipelines = [store.pipeline("bench", f"p{i}").objects for i in range(count)]
+                for p, objects in enumerate(pipelines):
+                    # Creates each pipeline's row (steady state from here); at the limit, fills it.
+                    for i in range(LIMIT if at_limit else 1):
+                        objects.put(f"fill{p}-{i}", VALUE)
                 lap = stopwatch()
                 for i in range(n):
-                    pipelines[i % 10].put(f"k{i}", VALUE)
+                    pipelines[i % count].put(f"k{i}", VALUE)
                 return lap()
 
     return run
