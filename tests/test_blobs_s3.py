@@ -7,8 +7,11 @@ writer killed mid-upload) are in test_blobs_s3_faults.py.
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +37,8 @@ from s3_server import (  # the *_fixture names register the fixtures without the
 )
 
 from objstore.blobs.base import BlobBackend, BlobMissing
-from objstore.blobs.s3 import S3BlobBackend
+from objstore.blobs.s3 import READ_AHEAD, READ_CHUNK, S3BlobBackend
+from objstore.blobs.s3_reader import THREAD_NAME, S3Reader
 from objstore.blobs.s3_uploads import EMPTY_SHA256, Credentials, sign_v4
 from objstore.blobs.verify import read_verified
 from objstore.errors import IntegrityError, InvalidValue, StorageError
@@ -228,6 +232,78 @@ def test_corrupted_object_detected(store: S3BlobBackend, s3: Any, bucket: str) -
     s3.delete_object(Bucket=bucket, Key=key)
     with pytest.raises(BlobMissing):
         store.open(digest)
+
+
+# -- reading ahead --------------------------------------------------------------------------------------
+
+
+def read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_read_ahead_is_bounded_and_stops_on_close(store: S3BlobBackend) -> None:
+    data = payload(24 * MIB, seed=19)
+    digest = put(store, data)
+    assert read_ahead_threads() == []
+    reader = store.open(digest)
+    assert isinstance(reader, S3Reader)
+    assert reader.read(MIB) == data[:MIB]
+    [thread] = read_ahead_threads()
+    # The thread fills its queue (READ_AHEAD chunks of at least READ_CHUNK bytes), then waits for room.
+    assert wait_for(lambda: reader.buffered >= READ_AHEAD * READ_CHUNK)
+    time.sleep(0.3)
+    # obstore's chunks are at least READ_CHUNK and less than twice that (see the sizes it joins).
+    assert reader.buffered < (READ_AHEAD + 1) * 2 * READ_CHUNK
+    assert thread.is_alive()
+    reader.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and read_ahead_threads() == []
+    with pytest.raises(ValueError):
+        reader.read(1)
+
+
+def test_read_ahead_thread_ends_with_the_object(store: S3BlobBackend) -> None:
+    data = payload(5 * MIB + 3, seed=20)
+    digest = put(store, data)
+    reader = store.open(digest)
+    chunks = [reader.read(READ_CHUNK)]
+    [thread] = read_ahead_threads()
+    while chunk := reader.read(READ_CHUNK):
+        chunks.append(chunk)
+    assert b"".join(chunks) == data
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert reader.read(1) == b""  # the end stays the end
+    reader.close()
+
+
+def test_dropped_reader_stops_its_thread(store: S3BlobBackend) -> None:
+    digest = put(store, payload(24 * MIB, seed=21))
+    reader = store.open(digest)
+    reader.read(1)
+    [thread] = read_ahead_threads()
+    del reader  # never closed: the thread holds no reference to it, so collecting it closes it
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_small_objects_are_read_without_a_thread(store: S3BlobBackend) -> None:
+    data = payload(2 * READ_CHUNK, seed=22)
+    digest = put(store, data)
+    with store.open(digest) as reader:
+        first = reader.read(10)
+        assert read_ahead_threads() == []
+        assert first + reader.read() == data
 
 
 # -- signing and credentials --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,7 @@ from s3_server import (  # the *_fixture names register the fixtures without the
 )
 
 from objstore.blobs.s3 import S3BlobBackend
+from objstore.blobs.s3_reader import THREAD_NAME
 from objstore.blobs.s3_retry import RetryPolicy
 from objstore.blobs.verify import read_verified
 from objstore.errors import StorageError
@@ -255,6 +257,78 @@ def test_read_resumes_after_a_dropped_connection(
     # Each retry asks for the rest, from where the reader got to (a chunk boundary it had received).
     resumed = [int(s.range.removeprefix("bytes=").removesuffix("-")) for s in gets[1:] if s.range]
     assert len(resumed) == 2 and 0 < resumed[0] < resumed[1] <= 2 * (MIB + 7)
+
+
+def read_ahead_thread() -> threading.Thread:
+    [thread] = [t for t in threading.enumerate() if t.name == THREAD_NAME]
+    return thread
+
+
+def test_read_ahead_hands_errors_to_the_reader(moto_target: S3Target, bucket: str, proxy: FaultProxy) -> None:
+    backend = make_backend(moto_target, bucket, endpoint=proxy.endpoint, max_retries=2)
+    data = payload(6 * MIB, seed=23)
+    digest = put(backend, data)
+    proxy.reset()
+    proxy.cut_next_gets(1, after=MIB + 7)
+    reader = backend.open(digest)
+    proxy.fail_next(100)  # the server goes down after the first GET started: resuming fails
+    received = reader.read(MIB)
+    thread = read_ahead_thread()
+    with pytest.raises(StorageError, match="still failing after 3 attempts"):
+        while chunk := reader.read(MIB):  # what arrived before the failure is still handed out
+            received += chunk
+    assert received == data[: len(received)] and MIB <= len(received) < len(data)
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    with pytest.raises(StorageError):  # the failure stays: no silent end of the stream
+        reader.read(MIB)
+    reader.close()
+    assert [s.status for s in proxy.seen if s.method == "GET"] == [200, 503, 503, 503]
+
+
+def test_close_cuts_a_retry_wait_short(moto_target: S3Target, bucket: str, proxy: FaultProxy) -> None:
+    backend = make_backend(moto_target, bucket, endpoint=proxy.endpoint, delay=30.0, jitter=0.0)
+    digest = put(backend, payload(6 * MIB, seed=24))
+    proxy.reset()
+    proxy.cut_next_gets(1, after=MIB + 7)
+    reader = backend.open(digest)
+    reader.read(MIB)
+    thread = read_ahead_thread()
+    time.sleep(0.5)  # the thread meets the cut and waits 30 s before asking for the rest
+    start = time.monotonic()
+    reader.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and time.monotonic() - start < 2
+    assert proxy.count(method="GET") == 1  # nothing asked for once the reader was closed
+
+
+def test_close_does_not_wait_for_a_stalled_server(
+    moto_target: S3Target, bucket: str, proxy: FaultProxy
+) -> None:
+    backend = make_backend(moto_target, bucket, endpoint=proxy.endpoint, timeout=1.0)
+    digest = put(backend, payload(6 * MIB, seed=25))
+    proxy.reset()
+    proxy.cut_next_gets(1, after=MIB + 7)
+    reader = backend.open(digest)
+    proxy.stall()  # the ranged GET that resumes the read hangs
+    reader.read(MIB)
+    thread = read_ahead_thread()
+    assert wait_for_stalled_get(proxy)
+    start = time.monotonic()
+    reader.close()
+    assert time.monotonic() - start < 0.5  # closing does not wait for the network
+    thread.join(timeout=5)  # the thread gives up after the 1 s timeout and drops the connection
+    assert not thread.is_alive()
+    proxy.release()
+
+
+def wait_for_stalled_get(proxy: FaultProxy) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if any(s.method == "GET" and s.status is None for s in proxy.seen):
+            return True
+        time.sleep(0.01)
+    return False
 
 
 # -- a writer killed mid-upload ----------------------------------------------------------------------------

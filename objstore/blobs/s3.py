@@ -54,6 +54,10 @@ STAGING = ".staging"
 MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_COPY_BYTES = 5 * GiB  # S3's limit for one CopyObject request
 READ_CHUNK = MiB  # the reader's unit: bounds its memory, amortises the Python/Rust crossing
+# Chunks a background thread may receive ahead of the consumer (see s3_reader), for objects of more than
+# READ_AHEAD_FROM bytes: below that a thread costs more than the overlap of download and hash gains.
+READ_AHEAD = 4
+READ_AHEAD_FROM = 2 * READ_CHUNK
 _LIST_PAGE = 1000
 # Transfers (GET streams, copies) are bounded by inactivity (read_timeout), not by total duration: a
 # 5 GiB read by a slow consumer may rightly take hours. This only stops a transfer that runs for a day.
@@ -350,7 +354,9 @@ class S3BlobBackend(BlobBackend):
             return iter(rest.stream(min_chunk_size=READ_CHUNK))
 
         stream = iter(result.stream(min_chunk_size=READ_CHUNK))
-        return S3Reader(stream, size=meta["size"], fetch=fetch, retrier=self._retrier, what=what)
+        size = meta["size"]
+        ahead = READ_AHEAD if size > READ_AHEAD_FROM else 0
+        return S3Reader(stream, size=size, fetch=fetch, retrier=self._retrier, what=what, read_ahead=ahead)
 
     # -- housekeeping ----------------------------------------------------------------------------------
 
