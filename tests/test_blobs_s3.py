@@ -297,6 +297,23 @@ def test_dropped_reader_stops_its_thread(store: S3BlobBackend) -> None:
     assert not thread.is_alive()
 
 
+def test_reads_in_its_own_thread_when_none_can_be_started(
+    store: S3BlobBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = payload(5 * MIB, seed=26)
+    digest = put(store, data)
+
+    class NoReadAhead(threading.Thread):
+        def start(self) -> None:
+            if self.name == THREAD_NAME:
+                raise RuntimeError("can't start new thread")  # what a process at its limit gets
+            super().start()
+
+    monkeypatch.setattr(threading, "Thread", NoReadAhead)
+    assert read_verified(store.open(digest), digest, len(data), "obj") == data
+    assert read_ahead_threads() == []
+
+
 def test_small_objects_are_read_without_a_thread(store: S3BlobBackend) -> None:
     data = payload(2 * READ_CHUNK, seed=22)
     digest = put(store, data)

@@ -62,9 +62,9 @@ class _Source:
         self._what = what
         self.received = 0  # bytes pulled from the server so far: where a resumed request starts
         # Waits between retries; returns False if the reader was closed meanwhile (read-ahead thread).
-        self.pause: Callable[[float], bool] = self._sleep
+        self.pause: Callable[[float], bool] = self.sleep
 
-    def _sleep(self, seconds: float) -> bool:
+    def sleep(self, seconds: float) -> bool:
         self._retrier.sleep(seconds)
         return True
 
@@ -120,9 +120,13 @@ class _ReadAhead:
         self._error: BaseException | None = None
         self._stopped = False  # the consumer closed the reader
         self._wake = threading.Event()  # set on stop: cuts a wait between retries short
-        source.pause = self._pause
         self.thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
-        self.thread.start()
+        source.pause = self._pause
+        try:
+            self.thread.start()
+        except BaseException:
+            source.pause = source.sleep
+            raise
 
     @property
     def held(self) -> int:
@@ -189,7 +193,8 @@ class S3Reader(io.RawIOBase):
     """Non-seekable raw reader; ``read(n)`` may return fewer than ``n`` bytes (one chunk at a time).
 
     ``read_ahead``: how many chunks a background thread may receive ahead of the consumer (0: none, the
-    consumer's own thread pulls each chunk when it needs it). The thread starts at the first read.
+    consumer's own thread pulls each chunk when it needs it). The thread starts at the first read; if no
+    thread can be started, the consumer's thread reads.
     """
 
     def __init__(
@@ -236,9 +241,13 @@ class S3Reader(io.RawIOBase):
         if source is None:
             return None
         if self._read_ahead > 0:
-            self._ahead = _ReadAhead(source, self._read_ahead)  # the thread owns the source from now on
-            self._source = None
-            return self._ahead.take()
+            try:
+                self._ahead = _ReadAhead(source, self._read_ahead)
+            except RuntimeError:  # no thread to be had (a process limit): read in this one instead
+                self._read_ahead = 0
+            else:
+                self._source = None  # the thread owns it from now on
+                return self._ahead.take()
         chunk = source.next()
         if chunk is None:
             self._source = None
