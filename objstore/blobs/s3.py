@@ -88,7 +88,9 @@ class S3BlobBackend(BlobBackend):
     connecting and each request (each part of an upload too); reads and copies may take longer but fail
     after ``timeout`` seconds without progress; a timed-out request is not retried. An upload holds about
     ``part_size * (max_concurrency + 2)`` bytes, and S3 takes at most 10,000 parts: blobs up to 78 GiB with
-    the default ``part_size``, raise it for larger ones.
+    the default ``part_size``, raise it for larger ones. A reader of a blob over 2 MiB has a thread of its
+    own that receives up to 4 chunks of 1 to 2 MiB ahead of the consumer (``s3_reader``), so hashing and
+    downloading overlap; with the chunk being received and the one being read, 6 chunks at most.
     """
 
     def __init__(
