@@ -8,15 +8,18 @@ server (a real S3-compatible server that checks signatures).
 
 Per-test fixtures (import the ``*_fixture`` names): ``bucket`` (fresh, on moto), ``s3`` (boto3, to check
 what the server really holds), ``store`` (an S3BlobBackend on ``bucket``) and ``proxy`` (a
-:class:`fault_proxy.FaultProxy` in front of moto).
+:class:`fault_proxy.FaultProxy` in front of moto). ``no_stray_read_ahead`` (autouse where imported) fails a
+test that leaves a reader's read-ahead thread running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +31,7 @@ from fault_proxy import FaultProxy
 from moto.server import ThreadedMotoServer
 
 from objstore.blobs.s3 import S3BlobBackend
+from objstore.blobs.s3_reader import THREAD_NAME
 
 __all__ = [
     "FAST",
@@ -43,8 +47,10 @@ __all__ = [
     "make_backend",
     "moto_target_fixture",
     "new_bucket",
+    "no_stray_read_ahead_fixture",
     "proxy_fixture",
     "put",
+    "read_ahead_threads",
     "s3_fixture",
     "store_fixture",
     "uploads",
@@ -211,3 +217,18 @@ def put(backend: S3BlobBackend, data: bytes) -> str:
     finally:
         backend.discard(staged)
     return staged.sha256
+
+
+def read_ahead_threads() -> list[threading.Thread]:
+    """The S3 readers' read-ahead threads still running."""
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+@pytest.fixture(name="no_stray_read_ahead", autouse=True)
+def no_stray_read_ahead_fixture() -> Iterator[None]:
+    """After the test, every read-ahead thread has ended: its reader was read to the end, closed, dropped."""
+    yield
+    gc.collect()  # readers dropped inside reference cycles are closed now
+    for thread in read_ahead_threads():
+        thread.join(timeout=5)
+    assert read_ahead_threads() == [], "a reader's read-ahead thread outlived its test"

@@ -29,8 +29,10 @@ from s3_server import (  # the *_fixture names register the fixtures without the
     make_backend,
     moto_target_fixture,  # noqa: F401
     new_bucket,
+    no_stray_read_ahead_fixture,  # noqa: F401
     proxy_fixture,  # noqa: F401
     put,
+    read_ahead_threads,
     s3_fixture,  # noqa: F401
     store_fixture,  # noqa: F401
     uploads,
@@ -235,10 +237,6 @@ def test_corrupted_object_detected(store: S3BlobBackend, s3: Any, bucket: str) -
 
 
 # -- reading ahead --------------------------------------------------------------------------------------
-
-
-def read_ahead_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -31,15 +31,16 @@ from s3_server import (  # the *_fixture names register the fixtures without the
     keys,
     make_backend,
     moto_target_fixture,  # noqa: F401
+    no_stray_read_ahead_fixture,  # noqa: F401
     proxy_fixture,  # noqa: F401
     put,
+    read_ahead_threads,
     s3_fixture,  # noqa: F401
     store_fixture,  # noqa: F401
     uploads,
 )
 
 from objstore.blobs.s3 import S3BlobBackend
-from objstore.blobs.s3_reader import THREAD_NAME
 from objstore.blobs.s3_retry import RetryPolicy
 from objstore.blobs.verify import read_verified
 from objstore.errors import StorageError
@@ -260,7 +261,7 @@ def test_read_resumes_after_a_dropped_connection(
 
 
 def read_ahead_thread() -> threading.Thread:
-    [thread] = [t for t in threading.enumerate() if t.name == THREAD_NAME]
+    [thread] = read_ahead_threads()
     return thread
 
 
