@@ -292,13 +292,17 @@ class Database(ABC):
                     result = work(conn)
                     connection.execute("COMMIT")
             except BaseException:
-                if self._in_transaction(connection):
-                    with contextlib.suppress(Exception):  # a broken connection cannot roll back
-                        connection.execute("ROLLBACK")
+                self._roll_back(connection)
                 raise
             return result
 
         return self._retrying(attempt)
+
+    def _roll_back(self, connection: Any) -> None:
+        """End the transaction a failure left open on ``connection``, if any."""
+        if self._in_transaction(connection):
+            with contextlib.suppress(Exception):  # a broken connection cannot roll back
+                connection.execute("ROLLBACK")
 
     def _transaction_connection(self, connection: Any) -> contextlib.AbstractContextManager[Any]:
         """What ``work`` is handed inside a transaction: the driver connection itself, unless a driver

@@ -46,8 +46,8 @@ _SIZE = (
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname = ANY(%(tables)s)"
 )
-_LOCK = "SELECT pg_advisory_xact_lock(%(topic)s, %(key)s)"
-_LOCK_SCRIPT = "SELECT pg_advisory_xact_lock(%(objstore_lock_topic)s, %(objstore_lock_key)s)"
+# Parameter names no statement of the stores uses: write_one binds them beside the statement's own.
+_LOCK = "SELECT pg_advisory_xact_lock(%(objstore_lock_topic)s, %(objstore_lock_key)s)"
 
 
 def _int32(value: int) -> int:
@@ -58,6 +58,10 @@ def _int32(value: int) -> int:
 
 def _topic_key(topic: str) -> int:
     return _int32(zlib.crc32(f"objstore:{topic}".encode()))
+
+
+def _lock_params(topic: str, key: int) -> dict[str, int]:
+    return {"objstore_lock_topic": _topic_key(topic), "objstore_lock_key": _int32(key)}
 
 
 class _Synced:
@@ -169,7 +173,7 @@ class PostgresDatabase(Database):
 
     def serialize(self, conn: Connection, topic: str, key: int = 0) -> None:
         execute = conn.defer if isinstance(conn, _Synced) else conn.execute
-        execute(_LOCK, {"topic": _topic_key(topic), "key": _int32(key)})
+        execute(_LOCK, _lock_params(topic, key))
 
     @contextlib.contextmanager
     def _transaction_connection(self, connection: Any) -> Iterator[Any]:
@@ -186,17 +190,15 @@ class PostgresDatabase(Database):
         # autocommit statement takes (pipeline mode costs more in the driver than it saves). The server
         # runs them in order, so the statement's snapshot is taken once the lock is held; an error skips
         # the rest, and the ROLLBACK below ends the transaction. Values are bound by the driver's quoting.
-        script = f"BEGIN; {_LOCK_SCRIPT}; {sql}; COMMIT"
-        values = {**params, "objstore_lock_topic": _topic_key(topic), "objstore_lock_key": _int32(key)}
+        script = f"BEGIN; {_LOCK}; {sql}; COMMIT"
+        values = {**params, **_lock_params(topic, key)}
 
         def attempt() -> int:
             cursor = self._client_cursor()
             try:
                 cursor.execute(script, values)
             except BaseException:
-                if self._in_transaction(cursor.connection):
-                    with contextlib.suppress(Exception):  # a broken connection cannot roll back
-                        cursor.connection.execute("ROLLBACK")
+                self._roll_back(cursor.connection)
                 raise
             cursor.nextset()  # the lock's
             cursor.nextset()  # the statement's
