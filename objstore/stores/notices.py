@@ -40,12 +40,11 @@ class NoticeWriter:
 
     def _reset(self) -> None:
         self._pending: list[dict[str, Any]] = []
-        self._lock = threading.Lock()  # guards _pending and _thread
+        self._lock = threading.Lock()  # guards _pending, _thread and the setting of _stop
         self._flushing = threading.Lock()  # one batch at a time: ids follow the order of the notices
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # set by close(): no thread from then on
         self._thread: threading.Thread | None = None
-        self._closed = False
 
     def __call__(
         self,
@@ -63,7 +62,7 @@ class NoticeWriter:
             return
         with self._lock:
             self._pending.append(params)
-            closed = self._closed
+            closed = self._stop.is_set()
             if not closed and self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="objstore-notices", daemon=True)
                 self._thread.start()
@@ -94,9 +93,8 @@ class NoticeWriter:
     def close(self) -> None:
         """Write what is pending and stop the thread; closing twice is harmless."""
         with self._lock:
-            self._closed = True
+            self._stop.set()
             thread, self._thread = self._thread, None
-        self._stop.set()
         self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
