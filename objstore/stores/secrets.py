@@ -172,7 +172,10 @@ class SecretStore:
         key_id = None
         with contextlib.suppress(VaultError):
             key_id = sealed_key_id(sealed)
-        newer = None if key_id is None or key_id in ring else self._newer_keyring(ring)
+        if key_id is None or key_id in ring:
+            raise error
+        current = self._keyring  # another call may have read the newer keys already: no second read
+        newer = current if current is not None and key_id in current else self._newer_keyring(ring)
         if newer is None:
             raise error
         return newer.unseal(sealed, aad)
