@@ -3,7 +3,6 @@ front of them, and `objstore blobs migrate` between them, through the public API
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import blob_http_support as support
 import pytest
-from blob_contract import BlobBackendContract
+from blob_contract import BlobBackendContract, read_back, sha
 from click.testing import CliRunner
 
 from objstore.blobs.base import BlobBackend
@@ -177,32 +176,20 @@ class TestChainContract(BlobBackendContract):
 # -- garbage collection sweeps only the stores this database owns ------------------------------------------
 
 
-def _write(backend: BlobBackend, data: bytes) -> str:
-    """Put ``data`` into ``backend`` directly, as another database's objstore would; its address."""
-    staged = backend.stage([data])
-    backend.publish(staged)
-    return staged.sha256
-
-
-def _read(backend: BlobBackend, sha256: str) -> bytes:
-    with backend.open(sha256) as stream:
-        return stream.read()
-
-
 def test_gc_and_check_leave_a_shared_store_alone(make_store: StoreFactory, tmp_path: Path) -> None:
     blobs = _stores(tmp_path, "own", "shared")
     blobs["stores"][1]["collect_garbage"] = False
     shared = FilesystemBlobBackend(tmp_path / "shared")
-    theirs = _write(shared, BIG + b"another database's")  # no row of this database refers to it
+    theirs = support.put(shared, BIG + b"another database's")  # no row of this database refers to it
     store = make_store(blobs=blobs)
     objects = store.pipeline("default", "p").objects
     objects.put("dropped", BIG + b"mine")
     objects.delete("dropped")  # its content is now garbage in the store this database owns
-    assert store.check().orphan_blobs == [hashlib.sha256(BIG + b"mine").hexdigest()]
+    assert store.check().orphan_blobs == [sha(BIG + b"mine")]
     assert store.check(fix=True).fixed
     assert store.collect_garbage(timedelta(0)).blobs_removed == 0  # check --fix took it already
     assert _content_files(tmp_path / "own") == []
-    assert _read(shared, theirs) == BIG + b"another database's"
+    assert read_back(shared, theirs) == BIG + b"another database's"
     assert store.check().ok
 
 
@@ -210,7 +197,7 @@ def test_gc_through_an_http_store_never_deletes_the_servers_content(
     make_store: StoreFactory, tmp_path: Path, serve: Callable[..., BlobServer], stored: FilesystemBlobBackend
 ) -> None:
     server = serve()  # deletes allowed: the client's default alone must keep the content safe
-    theirs = _write(stored, BIG + b"the server's own")
+    theirs = support.put(stored, BIG + b"the server's own")
     store = make_store(
         blobs={"stores": [{"type": "http", "host": f"127.0.0.1:{server.port}", "token": TOKEN}]}
     )
@@ -221,8 +208,8 @@ def test_gc_through_an_http_store_never_deletes_the_servers_content(
     assert store.collect_garbage(timedelta(0)).blobs_removed == 0
     report = store.check(fix=True)
     assert report.orphan_blobs == []
-    assert _read(stored, theirs) == BIG + b"the server's own"
-    assert stored.exists(hashlib.sha256(BIG + b"written through http").hexdigest())
+    assert read_back(stored, theirs) == BIG + b"the server's own"
+    assert stored.exists(sha(BIG + b"written through http"))
 
 
 def test_an_http_store_is_swept_only_when_configured(
@@ -245,7 +232,7 @@ def test_an_http_store_is_swept_only_when_configured(
     objects.put("dropped", BIG + b"garbage")
     objects.delete("dropped")
     assert store.collect_garbage(timedelta(0)).blobs_removed == 1
-    assert not stored.exists(hashlib.sha256(BIG + b"garbage").hexdigest())
+    assert not stored.exists(sha(BIG + b"garbage"))
 
 
 def test_collect_garbage_defaults_per_store_type() -> None:
