@@ -34,7 +34,14 @@ from typing import BinaryIO
 
 from objstore.blobs.base import BlobBackend, BlobMissing, BlobStat, StagedBlob
 from objstore.blobs.cache_index import CacheEntry, CacheIndex
-from objstore.blobs.fsutil import DIR_MODE, FILE_MODE, check_sha256, make_private_dirs, storage_error
+from objstore.blobs.fsutil import (
+    DIR_MODE,
+    FILE_MODE,
+    check_sha256,
+    make_private_dirs,
+    remove_stale_files,
+    storage_error,
+)
 from objstore.errors import InvalidValue, StorageError
 
 __all__ = ["CacheStats", "CachedBlobBackend"]
@@ -158,27 +165,8 @@ class CachedBlobBackend(BlobBackend):
             return self._forget(sha256, strict=False)
 
     def remove_stale_staging(self, older_than: datetime) -> int:
-        removed = self.slow.remove_stale_staging(older_than)  # also checks that older_than is aware
-        cutoff = older_than.timestamp()
-        try:
-            with os.scandir(self._staging) as it:
-                entries = list(it)
-        except FileNotFoundError:
-            return removed
-        except OSError as exc:
-            raise self._error(exc, "list cache staging folder", self._staging) from exc
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-                if not stat_mod.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
-                    continue
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue  # finished or cleaned up by another process meanwhile
-            except OSError as exc:
-                raise self._error(exc, "remove cache staging file", entry.path) from exc
-            removed += 1
-        return removed
+        removed = self.slow.remove_stale_staging(older_than)
+        return removed + remove_stale_files(self._staging, older_than, self._error, what="cache staging")
 
     def close(self) -> None:
         self.slow.close()

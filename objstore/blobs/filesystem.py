@@ -25,6 +25,8 @@ from objstore.blobs.fsutil import (
     check_sha256,
     fsync_dir,
     make_private_dirs,
+    remove_file,
+    remove_stale_files,
     storage_error,
 )
 from objstore.errors import InvalidValue, StorageError
@@ -82,6 +84,9 @@ class FilesystemBlobBackend(BlobBackend):
     def _content_path(self, sha256: str) -> str:
         sha256 = check_sha256(sha256)
         return os.path.join(self._root, sha256[:2], sha256)
+
+    def _error(self, exc: OSError, action: str, path: str) -> StorageError:
+        return storage_error(exc, action, path, store=self.name)
 
     def _temp_path(self, staged: StagedBlob) -> str:
         """The staged temp file, refusing tokens that point anywhere but our staging folder."""
@@ -232,13 +237,7 @@ class FilesystemBlobBackend(BlobBackend):
             raise
 
     def discard(self, staged: StagedBlob) -> None:
-        temp = self._temp_path(staged)
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise storage_error(exc, "remove staging file", temp, store=self.name) from exc
+        remove_file(self._temp_path(staged), self._error)
 
     # -- reading and housekeeping ----------------------------------------------------------------------
 
@@ -314,29 +313,7 @@ class FilesystemBlobBackend(BlobBackend):
             raise storage_error(exc, "list blob folder", path, store=self.name) from exc
 
     def remove_stale_staging(self, older_than: datetime) -> int:
-        if older_than.tzinfo is None or older_than.utcoffset() is None:
-            raise InvalidValue("remove_stale_staging needs an aware datetime (UTC)")
-        cutoff = older_than.timestamp()
-        removed = 0
-        try:
-            with os.scandir(self._staging) as it:
-                entries = list(it)
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise storage_error(exc, "list staging folder", self._staging, store=self.name) from exc
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-                if not stat_mod.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
-                    continue
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue  # finished or cleaned up by another process meanwhile
-            except OSError as exc:
-                raise storage_error(exc, "remove staging file", entry.path, store=self.name) from exc
-            removed += 1
-        return removed
+        return remove_stale_files(self._staging, older_than, self._error)
 
     def close(self) -> None:
         """Nothing is held open between calls."""

@@ -1,11 +1,15 @@
-"""Small filesystem helpers for blob backends: content addresses and OS error translation (private
-folders and folder fsync come from ``objstore.private_files``, shared with the databases)."""
+"""Small filesystem helpers for blob backends: content addresses, OS error translation and removing
+staged files (private folders and folder fsync come from ``objstore.private_files``, shared with the
+databases)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import re
+import stat as stat_mod
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from objstore.errors import InvalidValue, StorageError
@@ -17,8 +21,13 @@ __all__ = [
     "check_sha256",
     "fsync_dir",
     "make_private_dirs",
+    "remove_file",
+    "remove_stale_files",
     "storage_error",
 ]
+
+# A backend's translation of an OSError: (error, action completing "cannot ...", path).
+ErrorFor = Callable[[OSError, str, str], StorageError]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -70,3 +79,48 @@ def storage_error(
     # Keep the errno machine-readable for callers that branch on it (StorageError is an OSError).
     err.errno = code
     return err
+
+
+def remove_file(path: str, error: ErrorFor, *, what: str = "staging") -> None:
+    """Remove ``path`` if it is still there (a staged file nobody will publish)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise error(exc, f"remove {what} file", path) from exc
+
+
+def remove_stale_files(
+    folder: Path | str,
+    older_than: datetime,
+    error: ErrorFor,
+    *,
+    what: str = "staging",
+    name: re.Pattern[str] | None = None,
+) -> int:
+    """Remove the regular files directly in ``folder`` (only those whose name matches ``name``, if given)
+    last modified before ``older_than`` (an aware datetime); how many were removed."""
+    if older_than.tzinfo is None or older_than.utcoffset() is None:
+        raise InvalidValue("remove_stale_staging needs an aware datetime (UTC)")
+    cutoff = older_than.timestamp()
+    try:
+        with os.scandir(folder) as it:
+            entries = [entry for entry in it if name is None or name.fullmatch(entry.name)]
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise error(exc, f"list {what} folder", str(folder)) from exc
+    removed = 0
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat_mod.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue  # finished or cleaned up by another process meanwhile
+        except OSError as exc:
+            raise error(exc, f"remove {what} file", entry.path) from exc
+        removed += 1
+    return removed

@@ -27,7 +27,13 @@ from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from objstore.blobs.base import BlobBackend, BlobMissing, BlobStat, StagedBlob
-from objstore.blobs.fsutil import check_sha256, make_private_dirs, storage_error
+from objstore.blobs.fsutil import (
+    check_sha256,
+    make_private_dirs,
+    remove_file,
+    remove_stale_files,
+    storage_error,
+)
 from objstore.blobs.http_protocol import CHUNK, LIMIT_HEADER, LIST_MAX, MODIFIED_HEADER
 from objstore.blobs.http_transport import Answer, Download, Transport
 from objstore.errors import IntegrityError, InvalidValue, ObjStoreError, StorageError
@@ -165,38 +171,10 @@ class HttpBlobBackend(BlobBackend):
         return StagedBlob(sha256=hasher.hexdigest(), size=size, token=path)
 
     def discard(self, staged: StagedBlob) -> None:
-        path = self._temp_path(staged)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise self._local_error(exc, "remove staging file", path) from exc
+        remove_file(self._temp_path(staged), self._local_error)
 
     def remove_stale_staging(self, older_than: datetime) -> int:
-        if older_than.tzinfo is None or older_than.utcoffset() is None:
-            raise InvalidValue("remove_stale_staging needs an aware datetime (UTC)")
-        cutoff = older_than.timestamp()
-        try:
-            with os.scandir(self._staging) as it:
-                entries = [entry for entry in it if _TEMP_NAME.fullmatch(entry.name)]
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise self._local_error(exc, "list staging folder", self._staging) from exc
-        removed = 0
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-                if not stat_mod.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
-                    continue
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue  # discarded meanwhile
-            except OSError as exc:
-                raise self._local_error(exc, "remove staging file", entry.path) from exc
-            removed += 1
-        return removed
+        return remove_stale_files(self._staging, older_than, self._local_error, name=_TEMP_NAME)
 
     # -- the server ------------------------------------------------------------------------------------
 
