@@ -11,6 +11,7 @@ import pytest
 
 from objstore import FakeClock, InvalidName, InvalidValue
 from objstore.engine import ObjStore
+from objstore.stores.notices import MAX_MERGED_KEYS
 from tests.conftest import StoreFactory
 from tests.databases import run_sql
 
@@ -273,3 +274,36 @@ def test_close_writes_pending_notices(make_store: StoreFactory) -> None:
     expected = _evict(store, 20)
     store.close()
     assert _evicted_keys(make_store()) == expected
+
+
+@pytest.mark.sqlite_only  # batched notices: the event log in another database than the objects
+def test_evictions_that_follow_each_other_in_a_batch_become_one_event(make_store: StoreFactory) -> None:
+    key = {"sqlite": {"encryption_key": "k3y-for-tests-0123456789abcdefgh"}}
+    store = make_store(object_store={"pipeline_object_limit": 1}, secret_store=key)
+    store.notices.delay = 60.0  # one batch: written by the read below
+    first = _evict(store, 5)  # k0..k4: one event
+    other = store.pipeline("default", "other").objects
+    other.put("a", b"x")
+    other.put("b", b"x")  # evicts "a": another pipeline, another event
+    batched = store.pipeline("default", "batched").objects
+    more = [f"k{i}" for i in range(5, 5 + MAX_MERGED_KEYS + 20)]
+    for new_key in [*more[1:], "last"]:  # evicts k5 .. k124: two events (at most MAX_MERGED_KEYS each)
+        batched.put(new_key, b"x")
+    store.pipeline("default", "p").secrets.put("TOKEN", "s3cr3t")
+    batched.put("after-secret", b"x")  # evicts "last": after the secret's event, not merged before it
+    events = store.events.list(limit=10_000)
+    summary = [
+        (e.kind, e.pipeline, e.details["keys"] if e.kind == "object_evicted" else e.details["name"])
+        for e in events
+    ]
+    assert summary == [
+        ("object_evicted", "batched", first),
+        ("object_evicted", "other", ["a"]),
+        ("object_evicted", "batched", more[:MAX_MERGED_KEYS]),
+        ("object_evicted", "batched", more[MAX_MERGED_KEYS:]),
+        ("secret_written", "p", "TOKEN"),
+        ("object_evicted", "batched", ["last"]),
+    ]
+    assert all(e.details["limit"] == 1 for e in events if e.kind == "object_evicted")
+    times = [e.emitted_at for e in events]
+    assert times == sorted(times)

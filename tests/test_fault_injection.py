@@ -37,7 +37,7 @@ def test_exception_between_blob_write_and_commit(
 
     # A small new value is normally one atomic statement, with no window to break into: force the
     # transaction (the path of a full pipeline) to test its window.
-    monkeypatch.setattr(ObjectStore, "_insert_in_one_statement", lambda *args: False)
+    monkeypatch.setattr(ObjectStore, "_put_in_one_statement", lambda *args: None)
     monkeypatch.setattr(ObjectStore, "_enforce_limit", fail)
     with pytest.raises(Boom):
         store.pipeline("default", "p").objects.put("k", value)

@@ -111,3 +111,57 @@ def test_a_dropped_connection_is_replaced(postgres_schema: PostgresSchema, tmp_p
         objects.get("k")  # this call learns that the server closed the connection
     assert objects.get("k") == b"v"  # the next one connects again
     store.close()
+
+
+_PUT_FUNCTION = (
+    "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname = current_schema() AND p.proname LIKE 'objstore%'"
+)
+
+
+def _downgrade(store: ObjStore, revision: str) -> None:
+    from alembic import command
+
+    from objstore.db.migrate import _alembic_config
+
+    config = _alembic_config()
+    with store.object_db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def test_the_put_function_comes_and_goes_with_its_revision(
+    empty_schema: PostgresSchema, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, empty_schema.url)
+    ObjStore(settings, upgrade_schema=False).upgrade()
+    with ObjStore(settings) as store:
+        assert run_sql(store.object_db, _PUT_FUNCTION) == [("objstore_insert_object",)]
+        store.pipeline("default", "p").objects.put("before", b"kept")
+        _downgrade(store, "0003_events")
+        assert run_sql(store.object_db, _PUT_FUNCTION) == []
+    with pytest.raises(SchemaError, match="0003_events"):
+        ObjStore(settings)  # the code needs the function: upgrade first
+    ObjStore(settings, upgrade_schema=False).upgrade()
+    with ObjStore(settings) as store:
+        objects = store.pipeline("default", "p").objects
+        objects.put("after", b"new")
+        assert (objects.get("before"), objects.get("after")) == (b"kept", b"new")
+
+
+def test_limits_beyond_32_bits_reach_the_put_function(
+    postgres_schema: PostgresSchema, tmp_path: Path
+) -> None:
+    huge = 2**31 + 5  # psycopg sends it as bigint: the function must take one
+    database = {"engine": "postgres", "postgres": {"url": postgres_schema.url}}
+    settings = Settings.for_directory(
+        tmp_path,
+        object_store={**database, "pipeline_object_limit": huge, "run_object_expiry": huge},
+        secret_store=database,
+        server={"storage_engine": "postgres", "postgres": {"url": postgres_schema.url}},
+    )
+    with ObjStore(settings) as store:
+        pipe = store.pipeline("default", "huge-limits")
+        pipe.objects.put("k", b"v")
+        pipe.start_run().objects.put("r", b"w")
+        assert pipe.objects.get("k") == b"v" and pipe.run(1).objects.get("r") == b"w"

@@ -18,7 +18,7 @@ import os
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from objstore.db.retry import BusyRetry, sleep_before_retry
@@ -31,7 +31,8 @@ __all__ = ["Connection", "Cursor", "Database", "Row"]
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
-Params = Mapping[str, Any]
+# Named (``:name``, adapted by Database.sql) or, in statements written for one driver, positional.
+Params = Mapping[str, Any] | tuple[Any, ...]
 
 
 class Cursor(Protocol):
@@ -125,7 +126,8 @@ class Database(ABC):
 
     @abstractmethod
     def sql(self, statement: str) -> str:
-        """Adapt a statement written with ``:name`` parameters to this database's driver."""
+        """Adapt a statement written with ``:name`` parameters (passed as a mapping) or ``?`` ones (passed
+        as a tuple, in order: cheaper to bind on a hot path) to this database's driver."""
 
     @abstractmethod
     def insert(self, sql: str, params: Params) -> int:
@@ -239,15 +241,18 @@ class Database(ABC):
                 return self.read(lambda conn: fetch(conn.execute(sql, params)))
             raise self._failed(error) from None
 
-    def write_one(self, sql: str, params: Params, *, guard: tuple[str, int] | None = None) -> int:
+    def write_one(self, sql: str, params: Params) -> int:
         """Run one write statement as its own transaction; the number of rows it changed.
 
         A single statement is atomic: this is the cheapest durable write there is (one call, as a raw
-        autocommit insert). ``guard`` (topic, key): the statement checks what it writes (a count, a
-        watermark), so it must run under :meth:`serialize` of that topic where writers run side by side.
-        Busy retries as in ``write``.
+        autocommit insert). Busy retries as in ``write``.
         """
         return self._retrying(lambda: int(self._cursor().execute(sql, params).rowcount))
+
+    def write_returning(self, sql: str, params: Params) -> Row | None:
+        """Like :meth:`write_one` (a statement that writes, e.g. a call of a server-side function); the
+        first row it returns, or None."""
+        return cast("Row | None", self._retrying(lambda: self._cursor().execute(sql, params).fetchone()))
 
     def _gave_up(self) -> StorageBusy:
         return StorageBusy(
@@ -265,6 +270,11 @@ class Database(ABC):
         return False
 
     # -- transactions --------------------------------------------------------------------------------------
+
+    def execute_many(self, conn: Connection, sql: str, rows: Sequence[Params]) -> None:
+        """Inside a write transaction: run one statement for each of ``rows``, in order."""
+        for params in rows:
+            conn.execute(sql, params)
 
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a write transaction, committing if it returns.
@@ -312,13 +322,15 @@ class Database(ABC):
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """The one busy-retry policy: run ``attempt`` again after a jittered backoff while the database is
         busy, raise StorageBusy when the policy gives up, translate every other driver error."""
-        delays = self._retry.delays()
+        delays = None  # made on the first busy error: most calls never need one
         while True:
             try:
                 return attempt()
             except self._driver_errors as error:
                 if not self._is_busy(error):
                     raise self._failed(error) from None
+                if delays is None:
+                    delays = self._retry.delays()
                 delay = next(delays, None)
                 if delay is None:
                     raise self._gave_up() from None

@@ -11,9 +11,10 @@ one busy-retry policy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,7 +26,7 @@ from objstore.urls import mask_password
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["PostgresDatabase"]
+__all__ = ["PostgresDatabase", "lock_params"]
 
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 _SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -46,8 +47,7 @@ _SIZE = (
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname = ANY(%(tables)s)"
 )
-# Parameter names no statement of the stores uses: write_one binds them beside the statement's own.
-_LOCK = "SELECT pg_advisory_xact_lock(%(objstore_lock_topic)s, %(objstore_lock_key)s)"
+_LOCK = "SELECT pg_advisory_xact_lock(%s, %s)"
 
 
 def _int32(value: int) -> int:
@@ -56,12 +56,14 @@ def _int32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
+@functools.cache  # a handful of topics, asked for on every locking write
 def _topic_key(topic: str) -> int:
     return _int32(zlib.crc32(f"objstore:{topic}".encode()))
 
 
-def _lock_params(topic: str, key: int) -> dict[str, int]:
-    return {"objstore_lock_topic": _topic_key(topic), "objstore_lock_key": _int32(key)}
+def lock_params(topic: str, key: int) -> tuple[int, int]:
+    """The two int4 of a transaction-level advisory lock on (``topic``, ``key``)."""
+    return _topic_key(topic), _int32(key)
 
 
 class _Synced:
@@ -79,6 +81,12 @@ class _Synced:
 
     def defer(self, sql: Any, parameters: Any = None, /) -> Any:
         return self._connection.execute(sql, parameters)
+
+
+def _deferred(conn: Connection) -> Any:
+    """How to run statements whose results nobody reads: in pipeline mode they travel with the next
+    statement (and their errors surface by the COMMIT at the latest), instead of a round trip each."""
+    return conn.defer if isinstance(conn, _Synced) else conn.execute
 
 
 class PostgresDatabase(Database):
@@ -148,7 +156,13 @@ class PostgresDatabase(Database):
         errors = self._psycopg.errors
         text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         where = self.label
-        if isinstance(error, errors.UndefinedTable | errors.UndefinedColumn | errors.InvalidSchemaName):
+        if isinstance(
+            error,
+            errors.UndefinedTable
+            | errors.UndefinedColumn
+            | errors.UndefinedFunction
+            | errors.InvalidSchemaName,
+        ):
             return SchemaError(f"{where} does not have objstore's schema ({text}); run `objstore db upgrade`")
         if isinstance(error, errors.DiskFull):
             return StorageError(f"{where}: the server's disk is full ({text}); free space, then retry")
@@ -168,12 +182,19 @@ class PostgresDatabase(Database):
         return bool(connection.info.transaction_status != TransactionStatus.IDLE)
 
     def sql(self, statement: str) -> str:
-        # psycopg takes %(name)s; a literal % must be doubled first.
-        return _PARAMETER.sub(r"%(\1)s", statement.replace("%", "%%"))
+        # psycopg takes %(name)s and %s; a literal % must be doubled first. A statement uses one style:
+        # '?' becomes %s only in one with no :name parameter (it never holds a literal '?').
+        escaped = statement.replace("%", "%%")
+        named = _PARAMETER.sub(r"%(\1)s", escaped)
+        return named if named != escaped else escaped.replace("?", "%s")
 
     def serialize(self, conn: Connection, topic: str, key: int = 0) -> None:
-        execute = conn.defer if isinstance(conn, _Synced) else conn.execute
-        execute(_LOCK, _lock_params(topic, key))
+        _deferred(conn)(_LOCK, lock_params(topic, key))
+
+    def execute_many(self, conn: Connection, sql: str, rows: Sequence[Params]) -> None:
+        execute = _deferred(conn)
+        for params in rows:
+            execute(sql, params)
 
     @contextlib.contextmanager
     def _transaction_connection(self, connection: Any) -> Iterator[Any]:
@@ -181,38 +202,6 @@ class PostgresDatabase(Database):
         next statement, and COMMIT with the end, instead of a round trip each."""
         with connection.pipeline() as pipeline:
             yield _Synced(connection, pipeline)
-
-    def write_one(self, sql: str, params: Params, *, guard: tuple[str, int] | None = None) -> int:
-        if guard is None:
-            return super().write_one(sql, params)
-        topic, key = guard
-        # BEGIN, the lock, the statement and COMMIT as one query string: one round trip, as a raw
-        # autocommit statement takes (pipeline mode costs more in the driver than it saves). The server
-        # runs them in order, so the statement's snapshot is taken once the lock is held; an error skips
-        # the rest, and the ROLLBACK below ends the transaction. Values are bound by the driver's quoting.
-        script = f"BEGIN; {_LOCK}; {sql}; COMMIT"
-        values = {**params, **_lock_params(topic, key)}
-
-        def attempt() -> int:
-            cursor = self._client_cursor()
-            try:
-                cursor.execute(script, values)
-            except BaseException:
-                self._roll_back(cursor.connection)
-                raise
-            cursor.nextset()  # the lock's
-            cursor.nextset()  # the statement's
-            return int(cursor.rowcount)
-
-        return self._retrying(attempt)
-
-    def _client_cursor(self) -> Any:
-        """This thread's cursor that binds values itself (several statements in one query string)."""
-        cursor = getattr(self._local, "client_cursor", None)
-        if cursor is None:
-            cursor = self._psycopg.ClientCursor(self.connection())
-            self._local.client_cursor = cursor
-        return cursor
 
     def insert(self, sql: str, params: Params) -> int:
         returning = f"{sql} RETURNING id"

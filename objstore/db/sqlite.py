@@ -8,7 +8,14 @@ from pathlib import Path
 from objstore.db.retry import BUSY_TIMEOUT_SECONDS
 from objstore.private_files import ensure_private_file
 
-__all__ = ["connect_sqlite"]
+__all__ = ["WAL_AUTOCHECKPOINT_PAGES", "connect_sqlite"]
+
+# Copy the write-ahead log back into the database every 4,000 pages (16 MiB) instead of SQLite's 1,000.
+# Each checkpoint fsyncs twice and writes every page it touched; small puts spread over many pipelines
+# touch many pages, and the same pages again before the next checkpoint, so a longer interval makes a
+# put about 10% cheaper. The price: the WAL file grows to about 16 MiB, and after a power loss (not a
+# crash: WAL commits survive a killed process) up to that many pages of the newest commits may be lost.
+WAL_AUTOCHECKPOINT_PAGES = 4000
 
 
 def connect_sqlite(path: Path) -> sqlite3.Connection:
@@ -18,7 +25,8 @@ def connect_sqlite(path: Path) -> sqlite3.Connection:
       transaction that reads and then writes fails with "database is locked" even under WAL;
     - ``auto_vacuum=INCREMENTAL`` before anything else, since it only takes effect before the first table;
     - WAL journal, ``synchronous=NORMAL`` (durable across process crashes; a power loss may drop the last
-      commits but never corrupts), foreign keys on, and a busy timeout.
+      commits but never corrupts), checkpoints every ``WAL_AUTOCHECKPOINT_PAGES``, foreign keys on, and a
+      busy timeout.
     """
     ensure_private_file(path)
     connection = sqlite3.connect(
@@ -32,6 +40,7 @@ def connect_sqlite(path: Path) -> sqlite3.Connection:
         connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         connection.execute("PRAGMA foreign_keys=ON")
         # Up to 32 MiB of page cache (allocated as pages are read), as diskcache does: point reads of a
         # store larger than the 2 MiB default otherwise go back to the OS for every page. No mmap: an I/O

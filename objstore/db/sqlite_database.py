@@ -8,21 +8,19 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from objstore.db.database import Connection, Database, Params
 from objstore.db.retry import BusyRetry, is_busy, translate_driver_error
-from objstore.db.sqlite import connect_sqlite
+from objstore.db.sqlite import WAL_AUTOCHECKPOINT_PAGES, connect_sqlite
 from objstore.errors import ObjStoreError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 __all__ = ["SqliteDatabase"]
-
-_WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
 
 
 class SqliteDatabase(Database):
@@ -82,6 +80,9 @@ class SqliteDatabase(Database):
     def sql(self, statement: str) -> str:
         return statement  # sqlite3 understands :name natively
 
+    def execute_many(self, conn: Connection, sql: str, rows: Sequence[Params]) -> None:
+        cast("sqlite3.Connection", conn).executemany(sql, rows)  # one call: the driver loops in C
+
     def serialize(self, conn: Connection, topic: str, key: int = 0) -> None:
         """Nothing to do: the transaction already holds the file's one write lock."""
 
@@ -140,7 +141,7 @@ class SqliteDatabase(Database):
         try:
             yield between
         finally:
-            cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT_PAGES}")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             with contextlib.suppress(sqlite3.Error):
                 cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 

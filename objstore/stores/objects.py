@@ -18,8 +18,14 @@ from objstore.clock import Clock
 from objstore.db.database import Connection, Database
 from objstore.errors import AlreadyExists, InvalidValue, ObjectNotFound, RunExpired, StorageError
 from objstore.stores.batches import BatchSizer, Checkpoint, no_checkpoint
-from objstore.stores.content import ContentStore, Source
+from objstore.stores.content import Content, ContentStore, Source
 from objstore.stores.events import EventSink, EventStore
+from objstore.stores.object_fast_path import (
+    INSERT_COLUMNS,
+    INSERT_VALUES,
+    ON_KEY_CONFLICT,
+    InlineInsert,
+)
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import ObjectInfo
 
@@ -32,6 +38,8 @@ BLOB_LOCK = "blob"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,127}/[A-Za-z0-9!#$&^_.+-]{1,127}(;[ -~]{0,200})?")
 _SCOPE = "scope_id = :scope AND run = :run"
+# Point reads of one object, bound positionally with (scope, run, key): the hot path of a get.
+_BY_KEY = 'scope_id = ? AND run = ? AND "key" = ?'
 _COLUMNS = '"key", size, sha256, content_type, created_at'
 
 mimetypes.init()
@@ -92,9 +100,7 @@ class ObjectStore:
             "INSERT INTO object_pipelines (namespace, pipeline, last_run, expired_through) "
             "VALUES (:ns, :p, 0, 0) ON CONFLICT (namespace, pipeline) DO NOTHING"
         )
-        columns = 'scope_id, run, "key", size, sha256, content_type, created_at, data'
-        values = ":scope, :run, :key, :size, :sha256, :content_type, :created_at, :data"
-        on_conflict = 'ON CONFLICT (scope_id, run, "key") DO NOTHING'
+        columns, values, on_conflict = INSERT_COLUMNS, INSERT_VALUES, ON_KEY_CONFLICT
         self._insert = sql(f"INSERT INTO objects ({columns}) VALUES ({values}) {on_conflict}")
         # A pipeline put learns the pipeline's object count from its own INSERT, so a pipeline under its
         # limit needs no second statement. (SQLite's RETURNING subqueries see the new row; PostgreSQL's
@@ -104,26 +110,14 @@ class ObjectStore:
             "RETURNING (SELECT count(*) FROM objects WHERE scope_id = :scope AND run = 0)"
         )
         self._count_correction = 0 if database.returning_sees_own_write else 1
-        # The fast path: one statement that inserts only if it may without further work (the pipeline
-        # has room, or the run is not expired; the key is new). Otherwise it changes nothing and the put
-        # takes the full transaction, which evicts or raises the right error.
-        expiry_floor = (
-            "(SELECT CASE WHEN expired_through > last_run - :expiry THEN expired_through "
-            "ELSE last_run - :expiry END FROM object_pipelines WHERE id = :scope)"
-        )
-        self._insert_if_room = sql(
-            f"INSERT INTO objects ({columns}) SELECT {values} "
-            "WHERE (SELECT count(*) FROM objects WHERE scope_id = :scope AND run = 0) < :limit "
-            f"{on_conflict}"
-        )
-        self._insert_if_open = sql(
-            f"INSERT INTO objects ({columns}) SELECT {values} WHERE :run > {expiry_floor} {on_conflict}"
+        self._insert_if_allowed = InlineInsert(
+            database, lock_topic=SCOPE_LOCK, limit=pipeline_object_limit, expiry=run_object_expiry
         )
         self._full_pipelines: set[int] = set()  # a hint only: pipelines whose last put had to evict
         self._delete_one = sql(f'DELETE FROM objects WHERE {_SCOPE} AND "key" = :key')
-        self._exists = sql(f'SELECT 1 FROM objects WHERE {_SCOPE} AND "key" = :key')
-        self._get = sql(f'SELECT size, sha256, data FROM objects WHERE {_SCOPE} AND "key" = :key')
-        self._info = sql(f'SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} AND "key" = :key')
+        self._exists = sql(f"SELECT 1 FROM objects WHERE {_BY_KEY}")
+        self._get = sql(f"SELECT size, sha256, data FROM objects WHERE {_BY_KEY}")
+        self._info = sql(f"SELECT {_COLUMNS} FROM objects WHERE {_BY_KEY}")
         self._list = sql(f"SELECT {_COLUMNS} FROM objects WHERE {_SCOPE} ORDER BY id")
         # The usual excess is one: min(id) walks the pipeline's index entries without sorting them.
         self._delete_oldest_one = sql(
@@ -204,15 +198,20 @@ class ObjectStore:
         kind = _content_type_for(key, content_type)
         scope = self.scope_id(namespace, pipeline, create=True)
         assert scope is not None
-        where = {"scope": scope, "run": run, "key": key}
-        small = isinstance(source, bytes) and len(source) <= self.content.threshold
-        if not small:
+        if isinstance(source, bytes) and len(source) <= self.content.threshold:
+            content = self.content.ingest(source)  # inline: nothing staged, nothing to release
+            if not overwrite and (run != PIPELINE_SCOPE or scope not in self._full_pipelines):
+                info = self._put_in_one_statement(scope, namespace, pipeline, run, key, content, kind)
+                if info is not None:
+                    return info
+        else:
             # Fail before streaming a large value that could not be committed anyway.
             if run != PIPELINE_SCOPE:
                 self.db.read(lambda conn: self._check_run_open(conn, scope, namespace, pipeline, run))
-            if not overwrite and self.db.query_one(self._exists, where) is not None:
+            if not overwrite and self.db.query_one(self._exists, (scope, run, key)) is not None:
                 raise self._already_exists(namespace, pipeline, run, key)
-        content = self.content.ingest(source)
+            content = self.content.ingest(source)
+        where = {"scope": scope, "run": run, "key": key}
         try:
             self.content.publish(content)
             created_at = self.clock.now()
@@ -224,14 +223,6 @@ class ObjectStore:
                 "created_at": to_micros(created_at),
                 "data": content.inline,
             }
-            if (
-                content.inline is not None
-                and not overwrite
-                and self._insert_in_one_statement(row, scope, run)
-            ):
-                return ObjectInfo(
-                    key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
-                )
 
             def work(conn: Connection) -> list[str]:
                 # What is counted (the limit) or checked (expiry, content present) is held until commit.
@@ -263,16 +254,19 @@ class ObjectStore:
             key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
         )
 
-    def _insert_in_one_statement(self, row: dict[str, object], scope: int, run: int) -> bool:
-        """Try the fast path for an inline value under a new key; False: take the full transaction."""
-        if run == PIPELINE_SCOPE:
-            if scope in self._full_pipelines:
-                return False  # it would fail: this pipeline evicts on every put
-            statement, params = self._insert_if_room, {**row, "limit": self.pipeline_object_limit}
-        else:
-            statement, params = self._insert_if_open, {**row, "expiry": self.run_object_expiry}
-        # It checks what it writes (the pipeline's count, the run watermark): under the pipeline's lock.
-        return self.db.write_one(statement, params, guard=(SCOPE_LOCK, scope)) == 1
+    def _put_in_one_statement(  # noqa: PLR0917 - the hot path: positional, as put() has them
+        self, scope: int, namespace: str, pipeline: str, run: int, key: str, content: Content, kind: str
+    ) -> ObjectInfo | None:
+        """The fast path of an inline value under a new key (see object_fast_path); None: nothing was
+        written, take the full transaction (which evicts, or raises the right error)."""
+        assert content.inline is not None
+        created_at = self.clock.now()
+        row = (scope, run, key, content.size, content.sha256, kind, to_micros(created_at), content.inline)
+        if not self._insert_if_allowed(row):
+            return None
+        return ObjectInfo(
+            key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
+        )
 
     def _enforce_limit(self, conn: Connection, scope: int, count: int) -> list[str]:
         """Evict the pipeline's oldest objects (smallest ids) beyond the limit; their keys.
@@ -316,11 +310,7 @@ class ObjectStore:
         """The object's row; on a miss, ``validate`` (if given) checks the key's name first."""
         scope = self.scope_id(namespace, pipeline, create=False)
         try:
-            row = (
-                None
-                if scope is None
-                else self.db.query_one(statement, {"scope": scope, "run": run, "key": key})
-            )
+            row = None if scope is None else self.db.query_one(statement, (scope, run, key))
         except StorageError:
             if validate is not None:
                 validate(key)  # PostgreSQL refuses some bad keys (NUL) in the query itself: say why
