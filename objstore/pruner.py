@@ -158,5 +158,5 @@ class _LeaseCheckpoint:
         if now - self.renewed < self.renew_every:
             return
         if not self.pruner.leases.renew(self.lease, self.holder, self.pruner.lease_ttl):
-            raise JobStopped("lost its lease (it expired while the job was paused)")
+            raise JobStopped("lost its lease (it expired and another process took the job over)")
         self.renewed = now

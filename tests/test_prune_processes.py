@@ -323,7 +323,7 @@ def test_writers_are_not_starved_while_a_large_backlog_is_pruned(
     assert not errors, errors
     assert pruner.returncode == 0
     result = json.loads(out)
-    assert result["events"] == total and result["skipped"] == [] and result["interrupted"] == []
+    assert (result["events"], result["skipped"], result["interrupted"]) == (total, [], []), result
     assert expired_events(path) == 0
 
     prune_started, prune_finished = result["started"], result["finished"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import timedelta
@@ -11,7 +12,9 @@ import pytest
 
 from objstore import ConfigError, FakeClock
 from objstore.config import Settings
-from objstore.stores.batches import BatchSizer, JobStopped
+from objstore.db.sqlite_database import SqliteDatabase
+from objstore.pruner import Pruner
+from objstore.stores.batches import BatchSizer, Checkpoint, JobStopped, delete_in_transaction
 from objstore.stores.leases import Leases, new_holder_id
 from tests.conftest import StoreFactory
 from tests.databases import run_sql
@@ -94,6 +97,8 @@ def test_leases_one_holder_at_a_time(make_store: StoreFactory) -> None:
     clock.advance(timedelta(seconds=20))
     assert not leases.acquire("job", b, ttl)  # renewed: still a's
     clock.advance(timedelta(seconds=11))
+    assert leases.renew("job", a, ttl)  # expired, but nobody took it: still a's to renew
+    clock.advance(timedelta(seconds=31))
     assert leases.acquire("job", b, ttl)  # a stopped renewing: b takes over
     assert not leases.renew("job", a, ttl)  # and a finds out
     leases.release("job", a)  # a no longer holds it: nothing happens
@@ -147,14 +152,55 @@ def test_a_stopped_job_reports_what_it_did(make_store: StoreFactory) -> None:
 def test_batch_sizer_aims_at_its_time_budget() -> None:
     sizer = BatchSizer(target=0.01, initial=100, maximum=100_000)
 
-    def batch(size: int) -> int:
-        time.sleep(size * 1e-6)  # 1 µs a row: the budget fits about 10,000 rows
-        return size
+    def batch(size: int) -> tuple[int, float]:
+        return size, size * 1e-6  # 1 µs a row: the budget fits about 10,000 rows
 
     for _ in range(12):
         sizer.run(batch)
     assert 3_000 <= sizer.size <= 20_000
-    assert sizer.run(lambda size: size - 1) == sizer.size - 1  # a partial batch: the last one
+    assert sizer.run(lambda size: (size - 1, 0.0)) == sizer.size - 1  # a partial batch: the last one
+
+
+@pytest.mark.sqlite_only
+def test_a_batch_is_sized_by_its_work_not_by_its_wait_for_the_lock(make_store: StoreFactory) -> None:
+    store = make_store()
+    db = store.server_db
+    assert isinstance(db, SqliteDatabase)
+    run_sql(db, "INSERT INTO events (kind, emitted_at, details) VALUES ('old', 1, '{}'), ('old', 2, '{}')")
+    other = sqlite3.connect(db.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock for 0.3 s
+    threading.Timer(0.3, other.execute, ("COMMIT",)).start()
+    started = time.perf_counter()
+    deleted, seconds = delete_in_transaction(db, "DELETE FROM events WHERE kind = 'old'", {})
+    waited = time.perf_counter() - started
+    other.close()
+    assert deleted == 2
+    assert waited >= 0.25 and seconds < 0.1, (waited, seconds)
+
+
+def test_a_job_carries_on_past_expiry_until_another_process_takes_its_lease(make_store: StoreFactory) -> None:
+    clock = FakeClock()
+    store = make_store(clock=clock)
+    leases = store.pruner.leases
+    other = new_holder_id("elsewhere")
+    ttl = timedelta(seconds=0.03)  # the checkpoint renews once 10 ms have passed
+
+    def job(dry_run: bool, checkpoint: Checkpoint, removed: dict[str, int]) -> None:
+        clock.advance(timedelta(minutes=1))  # a batch that waited long: the lease expired meanwhile
+        time.sleep(0.02)
+        checkpoint()  # nobody took it: renewed, the job goes on
+        removed["rows"] = 1
+        clock.advance(timedelta(minutes=1))
+        assert leases.acquire("prune:slow", other, timedelta(minutes=1))  # now someone does
+        time.sleep(0.02)
+        checkpoint()
+        removed["rows"] = 2  # not reached
+
+    pruner = Pruner({"slow": job}, leases=leases, events=store.event_store, clock=clock, lease_ttl=ttl)
+    result = pruner.run("slow")
+    assert result.removed == {"rows": 1}
+    assert result.stopped == "lost its lease (it expired and another process took the job over)"
+    assert leases.current("prune:slow").holder == other  # type: ignore[union-attr]  # left alone
 
 
 def test_job_stopped_carries_its_reason() -> None:

@@ -2,10 +2,12 @@
 
 Retention jobs delete millions of rows without holding the write lock for long: a batch is sized so that
 its transaction takes about ``target`` seconds on this machine (measured, not guessed), and after each
-batch the job pauses for as long as the batch took. Without the pause other writers starve: SQLite's
-busy handler polls the lock with sleeps of up to 100 ms, and almost never lands in the microseconds
-between one batch's COMMIT and the next one's BEGIN. Between batches the job also calls a checkpoint that
-may stop it (shutdown, or its lease was lost).
+batch the job pauses for as long as the batch held the lock. Without the pause other writers starve:
+SQLite's busy handler polls the lock with sleeps of up to 100 ms, and almost never lands in the
+microseconds between one batch's COMMIT and the next one's BEGIN. Only the time spent deleting counts,
+not the wait for the lock: a busy writer can keep a batch waiting a long while, and counting that wait
+would shrink the batches (more of them, each waiting again) and lengthen the pauses for nothing.
+Between batches the job also calls a checkpoint that may stop it (shutdown, or its lease was lost).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["BatchSizer", "Checkpoint", "JobStopped", "no_checkpoint"]
+from objstore.db.database import Connection, Database, Params
+
+__all__ = ["BatchSizer", "Checkpoint", "JobStopped", "delete_in_transaction", "no_checkpoint"]
 
 # Called between batches; raises JobStopped when the job must stop.
 Checkpoint = Callable[[], None]
@@ -29,6 +33,18 @@ class JobStopped(Exception):
 
 def no_checkpoint() -> None:
     """A checkpoint that never stops the job."""
+
+
+def delete_in_transaction(database: Database, statement: str, params: Params) -> tuple[int, float]:
+    """One batch: ``statement`` in its own write transaction. Returns the rows it deleted and the seconds
+    it took once the transaction had begun (the wait for the write lock left out)."""
+
+    def work(conn: Connection) -> tuple[int, float]:
+        started = time.perf_counter()
+        deleted = int(conn.execute(statement, params).rowcount)
+        return deleted, time.perf_counter() - started
+
+    return database.write(work)
 
 
 class BatchSizer:
@@ -52,13 +68,11 @@ class BatchSizer:
         self.size = initial
         self.minimum = minimum
         self.maximum = maximum
-        self.longest = 0.0  # the longest batch so far, in seconds
 
-    def run(self, batch: Callable[[int], int]) -> int:
-        """Call ``batch(size)`` once, timing it; returns what it returned (rows deleted)."""
-        started = time.perf_counter()
-        done = batch(self.size)
-        elapsed = time.perf_counter() - started
+    def run(self, batch: Callable[[int], tuple[int, float]]) -> int:
+        """Call ``batch(size)`` once; it returns the rows it deleted and the seconds it held the write
+        lock (``delete_in_transaction``). Returns the rows deleted."""
+        done, elapsed = batch(self.size)
         if done >= self.size:  # a full batch: there is more, so adapt for the next one and let writers in
             scale = min(self.target / max(elapsed, 1e-6), 2.0)
             self.size = max(self.minimum, min(self.maximum, int(self.size * scale)))

@@ -17,7 +17,7 @@ from objstore.clock import Clock
 from objstore.db.database import Connection, Database, Row
 from objstore.errors import InvalidName, InvalidValue, ObjStoreError
 from objstore.names import validate_id, validate_run_number
-from objstore.stores.batches import BatchSizer, Checkpoint, no_checkpoint
+from objstore.stores.batches import BatchSizer, Checkpoint, delete_in_transaction, no_checkpoint
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import Event
 
@@ -303,9 +303,8 @@ class EventStore:
         cutoff = to_micros(older_than)
         sizer = sizer or BatchSizer()
 
-        def batch(size: int) -> int:
-            params = {"cutoff": cutoff, "n": size}
-            return self.db.write(lambda conn: int(conn.execute(self._delete_batch, params).rowcount))
+        def batch(size: int) -> tuple[int, float]:
+            return delete_in_transaction(self.db, self._delete_batch, {"cutoff": cutoff, "n": size})
 
         with self.db.checkpoints_between_writes() as between_batches:
             while True:

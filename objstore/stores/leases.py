@@ -47,10 +47,7 @@ class Leases:
             "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, acquired_at = excluded.acquired_at, "
             "expires_at = excluded.expires_at WHERE leases.expires_at <= :now OR leases.holder = :holder"
         )
-        self._renew = sql(
-            "UPDATE leases SET expires_at = :until "
-            "WHERE name = :name AND holder = :holder AND expires_at > :now"
-        )
+        self._renew = sql("UPDATE leases SET expires_at = :until WHERE name = :name AND holder = :holder")
         self._release = sql("DELETE FROM leases WHERE name = :name AND holder = :holder")
         self._get = sql("SELECT holder, acquired_at, expires_at FROM leases WHERE name = :name")
 
@@ -69,7 +66,12 @@ class Leases:
         return self._change(self._acquire, name, holder, ttl)
 
     def renew(self, name: str, holder: str, ttl: timedelta) -> bool:
-        """Extend ``holder``'s lease to now + ``ttl``; False if it has expired or passed to another."""
+        """Extend ``holder``'s lease to now + ``ttl``; False if another holder has taken it over.
+
+        A lease that expired without anyone taking it is still ``holder``'s row: nobody else ran the job
+        in the meantime, so carrying on is safe. (A batch can wait a long while for a busy write lock; it
+        should not throw away the job because of that.)
+        """
         return self._change(self._renew, name, holder, ttl)
 
     def release(self, name: str, holder: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from objstore.clock import Clock
 from objstore.db.database import Connection, Database
 from objstore.errors import AlreadyExists, InvalidValue, ObjectNotFound, RunExpired, StorageError
-from objstore.stores.batches import BatchSizer, Checkpoint, no_checkpoint
+from objstore.stores.batches import BatchSizer, Checkpoint, delete_in_transaction, no_checkpoint
 from objstore.stores.content import Content, ContentStore, Source
 from objstore.stores.events import EventSink, EventStore
 from objstore.stores.object_fast_path import (
@@ -406,9 +406,9 @@ class ObjectStore:
                 return 0
         sizer = BatchSizer(initial=min(1000, self.delete_batch), maximum=self.delete_batch)
 
-        def batch(size: int) -> int:
+        def batch(size: int) -> tuple[int, float]:
             params = {"scope": scope, "through": watermark, "n": size}
-            return self.db.write(lambda conn: int(conn.execute(self._delete_expired, params).rowcount))
+            return delete_in_transaction(self.db, self._delete_expired, params)
 
         removed = 0
         while True:
