@@ -28,9 +28,15 @@ ObjectRow = tuple[int, int, str, int, str, str, int, bytes]
 # Positional parameters (binding by name costs about 1.5 us of a 30 us put on SQLite): ?1-?8 an ObjectRow,
 # ?9 the limit (pipeline objects) or the expiry (run objects).
 _ROW = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8"
+# Not INSERT ... SELECT ... WHERE count < limit: an INSERT whose SELECT reads the table it inserts into
+# makes SQLite copy the row through a temporary table first, about 7 us of a 45 us put. Instead the count
+# decides the scope_id, NULL when the pipeline is full, and OR IGNORE skips a row that breaks NOT NULL (as
+# it skips one whose key exists). Anything else it might skip only sends the put to its full transaction,
+# which reports it.
 _IF_ROOM = (
-    f"INSERT INTO objects ({INSERT_COLUMNS}) SELECT {_ROW} "
-    f"WHERE (SELECT count(*) FROM objects WHERE scope_id = ?1 AND run = 0) < ?9 {ON_KEY_CONFLICT}"
+    f"INSERT OR IGNORE INTO objects ({INSERT_COLUMNS}) VALUES ("
+    "CASE WHEN (SELECT count(*) FROM objects WHERE scope_id = ?1 AND run = 0) < ?9 THEN ?1 END, "
+    "?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 )
 _IF_OPEN = (
     f"INSERT INTO objects ({INSERT_COLUMNS}) SELECT {_ROW} "
