@@ -25,7 +25,6 @@ from common import (
     MiB,
     RoundFn,
     Target,
-    environment,
     fmt_seconds,
     fresh_dir,
     interleave,
@@ -33,10 +32,10 @@ from common import (
     parser,
     print_targets,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
     table,
-    write_json,
 )
 
 from objstore.blobs.base import BlobBackend
@@ -163,15 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nverified reads, {rounds} rounds (medians; ratio = direct time / contender time, > 1: faster)")
     print(table(["contender", "n", "per blob", "MiB/s", "vs direct"], rows))
     print_targets(targets)
-    payload: dict[str, Any] = {
-        "benchmark": "cache",
-        "environment": environment(args),
-        "params": {"rounds": rounds, "chunk_bytes": CHUNK, "sizes": sizes_for(args.quick)},
-        "results": results,
-        "targets": targets,
-    }
-    print(f"\nwrote {write_json('cache', payload)}")
-    return 0
+    return save_results(
+        "cache",
+        args,
+        params={"rounds": rounds, "chunk_bytes": CHUNK, "sizes": sizes_for(args.quick)},
+        results=results,
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

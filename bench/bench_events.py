@@ -45,7 +45,6 @@ from typing import Any, ParamSpec, TypeVar
 from common import (
     RoundFn,
     Target,
-    environment,
     fmt_seconds,
     fresh_dir,
     interleave,
@@ -56,11 +55,11 @@ from common import (
     print_targets,
     print_throughput,
     rounds_for,
+    save_results,
     settle,
     stopwatch,
     summarize,
     table,
-    write_json,
 )
 
 P = ParamSpec("P")
@@ -666,10 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_targets(targets)
 
-    payload: dict[str, Any] = {
-        "benchmark": "events",
-        "environment": environment(args),
-        "params": {
+    if profile:
+        print(f"\ncProfile of one objstore prune (cumulative):\n{profile}")
+    return save_results(
+        "events",
+        args,
+        params={
             "prune_rounds": prune_rounds,
             "emit_rounds": emit_rounds,
             "prune_events": n_prune,
@@ -681,24 +682,20 @@ def main(argv: list[str] | None = None) -> int:
             "footprint_events": n_events,
             "footprint_task_log_lines": n_lines,
         },
-        "prune": prune_stats,
-        "prune_rounds": {"objstore": objstore_details, "raw sqlite3": raw_details},
-        "emit": emit_stats,
-        "ratios": {"prune_vs_raw": prune_ratio, "emit_vs_raw": emit_ratio},
-        "paired_ratios": {
+        prune=prune_stats,
+        prune_rounds={"objstore": objstore_details, "raw sqlite3": raw_details},
+        emit=emit_stats,
+        ratios={"prune_vs_raw": prune_ratio, "emit_vs_raw": emit_ratio},
+        paired_ratios={
             "prune_vs_raw": paired_ratio(prune_samples["raw sqlite3"], prune_samples["objstore"]),
             "emit_vs_raw": paired_ratio(emit_samples["raw sqlite3"], emit_samples["objstore"]),
         },
-        "longest_write_transaction_ms": longest_ms,
-        "footprint": fp,
-        "projection": projection,
-        "targets": targets,
-    }
-    if profile:
-        print(f"\ncProfile of one objstore prune (cumulative):\n{profile}")
-        payload["profile"] = profile
-    print(f"\nwrote {write_json('events', payload)}")
-    return 0
+        longest_write_transaction_ms=longest_ms,
+        footprint=fp,
+        projection=projection,
+        targets=targets,
+        profile=profile or None,
+    )
 
 
 if __name__ == "__main__":

@@ -21,12 +21,10 @@ import shutil
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
 from common import (
     RoundFn,
     Target,
-    environment,
     fmt_seconds,
     fresh_dir,
     interleave,
@@ -35,10 +33,10 @@ from common import (
     parser,
     print_targets,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
     table,
-    write_json,
 )
 
 EXPIRY = 5  # run_object_expiry: run 1 expires when run EXPIRY + 1 starts
@@ -201,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     print_targets(targets)
-    payload: dict[str, Any] = {
-        "benchmark": "expiry",
-        "environment": environment(args),
-        "params": {
+    return save_results(
+        "expiry",
+        args,
+        params={
             "rounds": rounds,
             "run_object_expiry": EXPIRY,
             "expiring": expiring,
@@ -212,19 +210,17 @@ def main(argv: list[str] | None = None) -> int:
             "other_live_large": large,
             "other_pipelines": OTHER_PIPELINES,
         },
-        "layouts": layouts,
-        "timings": stats,
-        "ratios": {"expire_large_over_small": expire_growth, "idle_large_over_small": idle_growth},
-        "paired_ratios": {
+        layouts=layouts,
+        timings=stats,
+        ratios={"expire_large_over_small": expire_growth, "idle_large_over_small": idle_growth},
+        paired_ratios={
             # paired_ratio(a, b) is the median over rounds of a/b: here time(large)/time(small).
             f"{ph}_large_over_small": paired_ratio(samples[f"{l_name} {ph}"], samples[f"{s_name} {ph}"])
             for ph in ("expire", "idle")
         },
-        "us_per_expired_object": {n: med[f"{names[n]} expire"] / expiring * 1e6 for n in names},
-        "targets": targets,
-    }
-    print(f"\nwrote {write_json('expiry', payload)}")
-    return 0
+        us_per_expired_object={n: med[f"{names[n]} expire"] / expiring * 1e6 for n in names},
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

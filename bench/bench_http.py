@@ -27,15 +27,14 @@ from typing import Any
 
 from common import (
     MiB,
-    environment,
     interleave,
     paired_ratio,
     parser,
     print_throughput,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
-    write_json,
 )
 
 TOKEN = "bench-token-0123456789abcdef"
@@ -143,7 +142,7 @@ def main() -> None:
     large = 16 * MiB if args.quick else 64 * MiB
     small_count = 100 if args.quick else 500
     rounds = rounds_for(args, 2, 5)
-    results: dict[str, Any] = {"environment": environment(args), "large_bytes": large}
+    results: dict[str, Any] = {"large_bytes": large}
     for label, size, count in (("large", large, 1), ("small", 4096, small_count)):
         samples = interleave(
             {"filesystem": filesystem_round(size, count), "http": http_round(size, count)},
@@ -170,7 +169,7 @@ def main() -> None:
         f"\npeak memory for a {large // MiB} MiB put + get: client (tracemalloc) "
         f"{memory['client_peak_mib']:.1f} MiB, server VmHWM growth {memory['server_hwm_growth_mib']:.1f} MiB"
     )
-    print(f"\nwrote {write_json('http', results)}")
+    save_results("http", args, **results)
 
 
 if __name__ == "__main__":

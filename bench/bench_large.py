@@ -34,7 +34,6 @@ from common import (
     MiB,
     RoundFn,
     Target,
-    environment,
     fmt_seconds,
     fresh_dir,
     interleave,
@@ -43,10 +42,10 @@ from common import (
     parser,
     print_targets,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
     table,
-    write_json,
 )
 
 CHUNK = 1 << 20
@@ -337,21 +336,19 @@ def main(argv: list[str] | None = None) -> int:
         Target("large get peak memory growth", memory["objstore get"]["growth_mib"], "<=", 16, " MiB"),
     ]
     print_targets(targets)
-    payload: dict[str, Any] = {
-        "benchmark": "large",
-        "environment": environment(args),
-        "params": {"size_mib": size_mib, "rounds": rounds, "chunk_bytes": CHUNK},
-        "timings": stats,
-        "ratios": {"put_vs_raw": put_ratio, "get_vs_raw": get_ratio},
-        "paired_ratios": {
+    return save_results(
+        "large",
+        args,
+        params={"size_mib": size_mib, "rounds": rounds, "chunk_bytes": CHUNK},
+        timings=stats,
+        ratios={"put_vs_raw": put_ratio, "get_vs_raw": get_ratio},
+        paired_ratios={
             "put_vs_raw": paired_ratio(samples["raw put"], samples["objstore put"]),
             "get_vs_raw": paired_ratio(samples["raw get"], samples["objstore get"]),
         },
-        "memory": memory,
-        "targets": targets,
-    }
-    print(f"\nwrote {write_json('large', payload)}")
-    return 0
+        memory=memory,
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

@@ -19,15 +19,14 @@ from pathlib import Path
 
 from common import (
     Target,
-    environment,
     interleave,
     parser,
     print_targets,
     print_throughput,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
-    write_json,
 )
 
 VALUE = b"v" * 100
@@ -139,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print_throughput(f"small put on PostgreSQL, {len(VALUE)} B", stats, ["psycopg insert"], "objstore")
     print_targets(targets)
-    write_json("postgres", {"environment": environment(args), "stats": stats, "targets": targets})
-    return 0
+    return save_results("postgres", args, stats=stats, targets=targets)
 
 
 if __name__ == "__main__":

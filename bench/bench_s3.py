@@ -52,10 +52,10 @@ from common import (
     parser,
     print_targets,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
     table,
-    write_json,
 )
 from s3_servers import Server, boto, empty, external_server, given, moto_server
 
@@ -371,33 +371,32 @@ def main(argv: list[str] | None = None) -> int:
         Target("s3 get peak memory growth", memory["objstore get"]["growth_mib"], "<=", 64, " MiB"),
     ]
     print_targets(targets)
-    payload: dict[str, Any] = {
-        "benchmark": "s3",
-        "environment": {**environment(args), "server": server.kind},
-        "params": {
+    return save_results(
+        "s3",
+        args,
+        environment={**environment(args), "server": server.kind},
+        params={
             "size_mib": size_mib,
             "rounds": rounds,
             "chunk_bytes": CHUNK,
             "part_size": PART_SIZE,
             "max_concurrency": MAX_CONCURRENCY,
         },
-        "timings": stats,
-        "ratios": {
+        timings=stats,
+        ratios={
             "put_vs_raw": put_ratio,
             "get_vs_raw": get_ratio,
             "stage_vs_raw_put": stage_ratio,
             "put_vs_raw_chunks": chunks_ratio,
             "get_vs_raw_unverified": plain_get_ratio,
         },
-        "paired_ratios": {
+        paired_ratios={
             "put_vs_raw": paired_ratio(samples["raw put"], samples["objstore put"]),
             "get_vs_raw": paired_ratio(samples["raw get"], samples["objstore get"]),
         },
-        "memory": memory,
-        "targets": targets,
-    }
-    print(f"\nwrote {write_json('s3', payload)}")
-    return 0
+        memory=memory,
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from typing import Any
 from common import (
     RoundFn,
     Target,
-    environment,
     fresh_dir,
     interleave,
     open_store,
@@ -29,9 +28,9 @@ from common import (
     print_targets,
     print_throughput,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
-    write_json,
 )
 
 KEY = "bench-key-0123456789abcdefghijkl"  # 32 bytes
@@ -167,17 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{rotated['rotate_encryption_key_ms']:.1f} ms"
     )
     print_targets(targets)
-    payload = {
-        "benchmark": "secrets",
-        "environment": environment(args),
-        "params": {"rounds": rounds, "secrets": n_names, "gets_per_round": n_gets, "rotated": n_rotate},
-        "get": stats,
-        "ratios": {"secret_get_vs_object_get": ratio},
-        "rotation": rotated,
-        "targets": targets,
-    }
-    print(f"\nwrote {write_json('secrets', payload)}")
-    return 0
+    return save_results(
+        "secrets",
+        args,
+        params={"rounds": rounds, "secrets": n_names, "gets_per_round": n_gets, "rotated": n_rotate},
+        get=stats,
+        ratios={"secret_get_vs_object_get": ratio},
+        rotation=rotated,
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

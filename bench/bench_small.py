@@ -26,7 +26,6 @@ from typing import Any
 from common import (
     RoundFn,
     Target,
-    environment,
     interleave,
     open_store,
     paired_ratio,
@@ -34,9 +33,9 @@ from common import (
     print_targets,
     print_throughput,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
-    write_json,
 )
 
 VALUE_SIZE = 100
@@ -328,10 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_targets(targets)
 
-    payload: dict[str, Any] = {
-        "benchmark": "small",
-        "environment": environment(args),
-        "params": {
+    profiles = profile_objstore(base, n_put, n_get) if args.profile else {}
+    for phase, text in profiles.items():
+        print(f"\ncProfile of objstore {phase} (tottime):\n{text}")
+    return save_results(
+        "small",
+        args,
+        params={
             "value_bytes": VALUE_SIZE,
             "rounds": rounds,
             "puts_per_round": n_put,
@@ -339,9 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             "gets_per_round": n_get,
             "pipeline_object_limit_put": DEFAULT_LIMIT,
         },
-        "put": put_stats,
-        "get": get_stats,
-        "ratios": {
+        put=put_stats,
+        get=get_stats,
+        ratios={
             "put_vs_raw": ratio(put_stats, "raw sqlite3"),
             "put_vs_diskcache": ratio(put_stats, "diskcache"),
             "put_at_limit_vs_raw_evicting": ratio(put_stats, "raw sqlite3 evicting", at_limit),
@@ -350,21 +352,15 @@ def main(argv: list[str] | None = None) -> int:
             "get_vs_raw": ratio(get_stats, "raw sqlite3"),
             "get_vs_diskcache": ratio(get_stats, "diskcache"),
         },
-        "paired_ratios": {
+        paired_ratios={
             "put_vs_raw": paired_ratio(put_samples["raw sqlite3"], put_samples["objstore"]),
             "put_vs_diskcache": paired_ratio(put_samples["diskcache"], put_samples["objstore"]),
             "get_vs_raw": paired_ratio(get_samples["raw sqlite3"], get_samples["objstore"]),
             "get_vs_diskcache": paired_ratio(get_samples["diskcache"], get_samples["objstore"]),
         },
-        "targets": targets,
-    }
-    if args.profile:
-        profiles = profile_objstore(base, n_put, n_get)
-        for phase, text in profiles.items():
-            print(f"\ncProfile of objstore {phase} (tottime):\n{text}")
-        payload["profile"] = profiles
-    print(f"\nwrote {write_json('small', payload)}")
-    return 0
+        targets=targets,
+        profile=profiles or None,
+    )
 
 
 if __name__ == "__main__":

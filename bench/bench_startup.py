@@ -34,7 +34,6 @@ from typing import Any
 from common import (
     RoundFn,
     Target,
-    environment,
     fmt_seconds,
     fresh_dir,
     interleave,
@@ -42,8 +41,8 @@ from common import (
     parser,
     print_targets,
     rounds_for,
+    save_results,
     table,
-    write_json,
 )
 
 CONFIG = """\
@@ -293,19 +292,17 @@ def main(argv: list[str] | None = None) -> int:
         missing = f"MISSING: {cli_problem}"
         targets.append(Target("objstore --help (wall)", float("inf"), "<", 300, " ms", missing))
     print_targets(targets)
-    payload: dict[str, Any] = {
-        "benchmark": "startup",
-        "environment": environment(args),
-        "params": {"samples": samples_n},
-        "samples_s": samples,
-        "medians_s": med,
-        "cli": {"command": cli, "missing_reason": cli_problem or None},
-        "import_breakdown": breakdown,
-        "open_profile": profile,
-        "targets": targets,
-    }
-    print(f"\nwrote {write_json('startup', payload)}")
-    return 0
+    return save_results(
+        "startup",
+        args,
+        params={"samples": samples_n},
+        samples_s=samples,
+        medians_s=med,
+        cli={"command": cli, "missing_reason": cli_problem or None},
+        import_breakdown=breakdown,
+        open_profile=profile,
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

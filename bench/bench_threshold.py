@@ -25,7 +25,6 @@ from common import (
     MiB,
     RoundFn,
     Target,
-    environment,
     interleave,
     median,
     open_store,
@@ -33,10 +32,10 @@ from common import (
     parser,
     print_targets,
     rounds_for,
+    save_results,
     stopwatch,
     summarize,
     table,
-    write_json,
 )
 
 SIZES_KIB = (1, 4, 16, 32, 64, 128, 256, 512, 1024)
@@ -171,19 +170,17 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     print_targets(targets)
-    payload: dict[str, Any] = {
-        "benchmark": "threshold",
-        "environment": environment(args),
-        "params": {"rounds": rounds, "sizes_kib": list(SIZES_KIB), "inline_threshold": INLINE_THRESHOLD},
-        "sizes": results,
-        "recommended_threshold_bytes": recommended,
-        "crossover_put_plus_get_bytes": crossover,
-        "get_tolerance": GET_TOLERANCE,
-        "current_default_threshold_bytes": DEFAULT_BLOB_THRESHOLD,
-        "targets": targets,
-    }
-    print(f"\nwrote {write_json('threshold', payload)}")
-    return 0
+    return save_results(
+        "threshold",
+        args,
+        params={"rounds": rounds, "sizes_kib": list(SIZES_KIB), "inline_threshold": INLINE_THRESHOLD},
+        sizes=results,
+        recommended_threshold_bytes=recommended,
+        crossover_put_plus_get_bytes=crossover,
+        get_tolerance=GET_TOLERANCE,
+        current_default_threshold_bytes=DEFAULT_BLOB_THRESHOLD,
+        targets=targets,
+    )
 
 
 if __name__ == "__main__":

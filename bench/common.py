@@ -234,6 +234,14 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     return path
 
 
+def save_results(name: str, args: argparse.Namespace | None, **fields: Any) -> int:
+    """Write ``bench/results/<name>.json``: the benchmark's name and environment, then ``fields`` (which
+    may replace the environment). Says where, and returns the script's exit code."""
+    path = write_json(name, {"benchmark": name, "environment": environment(args), **fields})
+    print(f"\nwrote {path}")
+    return 0
+
+
 # -- printing ------------------------------------------------------------------------------------------
 
 

@@ -211,7 +211,6 @@ class EventStore:
         namespace: str | None = None,
         pipeline: str | None = None,
     ) -> list[Event]:
-        self.flush_pending()
         """Events, oldest first (newest last).
 
         With ``after``: the ``limit`` events that follow that id (page forward, or follow the log by
@@ -242,6 +241,7 @@ class EventStore:
         )
         statement = self._lists.get(shape) or self._list_statement(shape)
         params = {"after": after, "before": before, "kind": kind, "ns": namespace, "p": pipeline, "n": limit}
+        self.flush_pending()  # the engine's own notices of what it already did come first
         rows = self.db.query_all(statement, params)
         if after is None:
             rows.reverse()
