@@ -127,8 +127,10 @@ class SecretStore:
             f"allowed_namespaces = :allowed, updated_at = :at WHERE {where}"
         )
         self._key_is_active = sql("SELECT 1 FROM vault_keys WHERE key_id = :key_id AND active = TRUE")
-        self._get = sql(f"SELECT sealed, is_text, allowed_namespaces FROM secrets WHERE {where}")
-        self._get_value = sql(f"SELECT sealed, is_text FROM secrets WHERE {where}")
+        # The reads of a value, the hot path of a get, bind (scope, namespace, pipeline, name) positionally.
+        by_name = "scope = ? AND namespace = ? AND pipeline = ? AND name = ?"
+        self._get = sql(f"SELECT sealed, is_text, allowed_namespaces FROM secrets WHERE {by_name}")
+        self._get_value = sql(f"SELECT sealed, is_text FROM secrets WHERE {by_name}")
         self._delete = sql(f"DELETE FROM secrets WHERE {where}")
         self._one_info = sql(f"SELECT name, created_at, updated_at FROM secrets WHERE {where}")
         self._list = sql(
@@ -323,18 +325,18 @@ class SecretStore:
         """The value of a row read by ``statement`` (sealed, is_text, then any other columns), as it
         was put, and those other columns. On a miss, ``validate`` (if given) checks the name first."""
         ring = self.keyring
-        row = self.db.query_one(statement, {"scope": scope, "ns": namespace, "p": pipeline, "name": name})
+        row = self.db.query_one(statement, (scope, namespace, pipeline, name))
         if row is None:
             if validate is not None:
                 validate(name)
             raise self._not_found(scope, namespace, pipeline, name)
-        sealed, is_text, *rest = row
+        sealed, is_text = row[0], row[1]
         aad = secret_aad_for(scope, namespace, pipeline, name)
         try:
             plaintext = ring.unseal(sealed, aad)  # not through _unseal: this is every get's path
         except VaultError as error:
             plaintext = self._unseal_with_newer_keys(ring, sealed, aad, error)
-        return (plaintext.decode("utf-8") if is_text else plaintext), tuple(rest)
+        return (plaintext.decode("utf-8") if is_text else plaintext), tuple(row[2:])
 
     def _info(self, scope: Scope, namespace: str, pipeline: str, name: str) -> SecretInfo:
         row = self.db.query_one(
