@@ -271,10 +271,9 @@ class Database(ABC):
 
     # -- transactions --------------------------------------------------------------------------------------
 
+    @abstractmethod
     def execute_many(self, conn: Connection, sql: str, rows: Sequence[Params]) -> None:
         """Inside a write transaction: run one statement for each of ``rows``, in order."""
-        for params in rows:
-            conn.execute(sql, params)
 
     def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a write transaction, committing if it returns.

@@ -336,7 +336,7 @@ class SecretStore:
             plaintext = ring.unseal(sealed, aad)  # not through _unseal: this is every get's path
         except VaultError as error:
             plaintext = self._unseal_with_newer_keys(ring, sealed, aad, error)
-        return (plaintext.decode("utf-8") if is_text else plaintext), tuple(row[2:])
+        return (plaintext.decode("utf-8") if is_text else plaintext), row[2:]
 
     def _info(self, scope: Scope, namespace: str, pipeline: str, name: str) -> SecretInfo:
         row = self.db.query_one(
