@@ -369,6 +369,13 @@ def test_all_three_databases_in_one_file(tmp_path: Path) -> None:
         run.objects.put("k", LARGE)
         assert run.objects.get("k") == LARGE
         assert len(store.schema_status()) == 1
+        # The event log shares the objects' file: each eviction is recorded in the evicting transaction.
+        objects = store.pipeline("default", "p").objects
+        limit = store.settings.object_store.pipeline_object_limit
+        for i in range(limit + 3):
+            objects.put(f"o{i}", b"v")
+        evicted = [key for e in store.events.list(kind="object_evicted") for key in e.details["keys"]]
+        assert evicted == ["o0", "o1", "o2"]
 
 
 @pytest.mark.sqlite_only
@@ -440,6 +447,12 @@ def test_fast_and_transaction_paths_agree_on_limits_and_errors(make_store: Store
     objects.put("k4", b"v")  # room again after a delete
     objects.put("k5", b"v")  # full again: evicts k2
     assert [o.key for o in objects.list()] == ["k3", "k4", "k5"]
+    # A pipeline full at its last put skips the one statement: an existing key there changes nothing.
+    with pytest.raises(AlreadyExists):
+        objects.put("k4", b"again")
+    objects.put("k6", b"v")
+    assert [o.key for o in objects.list()] == ["k4", "k5", "k6"]
+    assert objects.get("k4") == b"v"
     pipe = store.pipeline("default", "p")
     run1 = pipe.start_run()
     run1.objects.put("a", b"1")

@@ -55,6 +55,14 @@ class Connection(Protocol):
 _open_databases: weakref.WeakSet[Database] = weakref.WeakSet()
 
 
+def _fetch_one(cursor: Any) -> Row | None:
+    return cast("Row | None", cursor.fetchone())
+
+
+def _fetch_all(cursor: Any) -> list[Row]:
+    return cast("list[Row]", cursor.fetchall())
+
+
 def _forget_connections_after_fork() -> None:
     # A connection inherited across fork() must never be used by the child: it shares the parent's locks
     # (SQLite) or socket (PostgreSQL).
@@ -227,19 +235,26 @@ class Database(ABC):
 
     def query_one(self, sql: str, params: Params) -> Row | None:
         """Run one read statement on this thread's connection; the first row or None."""
-        return cast("Row | None", self._query(sql, params, lambda cursor: cursor.fetchone()))
+        try:  # no fetch function in between: this is the point read of every get
+            return cast("Row | None", self._cursor().execute(sql, params).fetchone())
+        except self._driver_errors as error:
+            return cast("Row | None", self._query_failed(error, sql, params, _fetch_one))
 
     def query_all(self, sql: str, params: Params) -> list[Row]:
         """Run one read statement on this thread's connection; all rows."""
-        return cast("list[Row]", self._query(sql, params, lambda cursor: cursor.fetchall()))
-
-    def _query(self, sql: str, params: Params, fetch: Callable[[Any], Any]) -> Any:
         try:
-            return fetch(self._cursor().execute(sql, params))
+            return cast("list[Row]", self._cursor().execute(sql, params).fetchall())
         except self._driver_errors as error:
-            if self._is_busy(error):
-                return self.read(lambda conn: fetch(conn.execute(sql, params)))
-            raise self._failed(error) from None
+            return cast("list[Row]", self._query_failed(error, sql, params, _fetch_all))
+
+    def _query_failed(
+        self, error: BaseException, sql: str, params: Params, fetch: Callable[[Any], Any]
+    ) -> Any:
+        """A read statement failed with a driver error: run it again in a read transaction if the database
+        was busy (which retries), or raise the error translated."""
+        if self._is_busy(error):
+            return self.read(lambda conn: fetch(conn.execute(sql, params)))
+        raise self._failed(error) from None
 
     def write_one(self, sql: str, params: Params) -> int:
         """Run one write statement as its own transaction; the number of rows it changed.

@@ -211,5 +211,6 @@ class PostgresDatabase(Database):
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_topic_key('migrations')}, 0)")
 
     def size_bytes(self) -> int:
-        row = self._query(_SIZE, {"tables": list(_TABLES)}, lambda cursor: cursor.fetchone())
+        row = self.query_one(_SIZE, {"tables": list(_TABLES)})
+        assert row is not None  # an aggregate always returns its row
         return int(row[0])
