@@ -4,9 +4,10 @@ Retention jobs delete millions of rows without holding the write lock for long: 
 its transaction takes about ``target`` seconds on this machine (measured, not guessed), and after each
 batch the job pauses for as long as the batch held the lock. Without the pause other writers starve:
 SQLite's busy handler polls the lock with sleeps of up to 100 ms, and almost never lands in the
-microseconds between one batch's COMMIT and the next one's BEGIN. Only the time spent deleting counts,
-not the wait for the lock: a busy writer can keep a batch waiting a long while, and counting that wait
-would shrink the batches (more of them, each waiting again) and lengthen the pauses for nothing.
+microseconds between one batch's COMMIT and the next one's BEGIN. Only the time the batch holds the lock
+counts (its delete and its COMMIT), not the wait for the lock: a busy writer can keep a batch waiting a
+long while, and counting that wait would shrink the batches (more of them, each waiting again) and
+lengthen the pauses for nothing.
 Between batches the job also calls a checkpoint that may stop it (shutdown, or its lease was lost).
 """
 
@@ -37,14 +38,17 @@ def no_checkpoint() -> None:
 
 def delete_in_transaction(database: Database, statement: str, params: Params) -> tuple[int, float]:
     """One batch: ``statement`` in its own write transaction. Returns the rows it deleted and the seconds
-    it took once the transaction had begun (the wait for the write lock left out)."""
+    the transaction held the write lock: from the moment it had begun (the wait for the lock left out) to
+    the end of its COMMIT, which writes the changed pages and can take as long as the delete itself."""
+    began = 0.0
 
-    def work(conn: Connection) -> tuple[int, float]:
-        started = time.perf_counter()
-        deleted = int(conn.execute(statement, params).rowcount)
-        return deleted, time.perf_counter() - started
+    def work(conn: Connection) -> int:
+        nonlocal began
+        began = time.perf_counter()  # BEGIN has returned: this transaction holds the lock from here
+        return int(conn.execute(statement, params).rowcount)
 
-    return database.write(work)
+    deleted = database.write(work)
+    return deleted, time.perf_counter() - began
 
 
 class BatchSizer:
