@@ -235,17 +235,19 @@ class Database(ABC):
 
     def query_one(self, sql: str, params: Params) -> Row | None:
         """Run one read statement on this thread's connection; the first row or None."""
-        try:  # no fetch function in between: this is the point read of every get
-            return cast("Row | None", self._cursor().execute(sql, params).fetchone())
+        try:  # no fetch function (nor typing.cast, a call too) in between: the point read of every get
+            row: Row | None = self._cursor().execute(sql, params).fetchone()
         except self._driver_errors as error:
-            return cast("Row | None", self._query_failed(error, sql, params, _fetch_one))
+            row = self._query_failed(error, sql, params, _fetch_one)
+        return row
 
     def query_all(self, sql: str, params: Params) -> list[Row]:
         """Run one read statement on this thread's connection; all rows."""
         try:
-            return cast("list[Row]", self._cursor().execute(sql, params).fetchall())
+            rows: list[Row] = self._cursor().execute(sql, params).fetchall()
         except self._driver_errors as error:
-            return cast("list[Row]", self._query_failed(error, sql, params, _fetch_all))
+            rows = self._query_failed(error, sql, params, _fetch_all)
+        return rows
 
     def _query_failed(
         self, error: BaseException, sql: str, params: Params, fetch: Callable[[Any], Any]
