@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import blob_files, staging_files
+from conftest import StoreFactory, blob_files, staging_files
 
 from objstore import ObjectNotFound, ObjStore, ObjStoreError, StorageError
 from objstore.stores.content import ContentStore
@@ -28,27 +28,40 @@ def _assert_nothing_visible(store: ObjStore, key: str) -> None:
     assert key not in [o.key for o in objects.list()]
 
 
-@pytest.mark.parametrize("value", [b"small", LARGE], ids=["inline", "blob"])
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [(b"small", "transaction"), (b"small", "full pipeline"), (LARGE, "transaction")],
+    ids=["inline", "inline-full-pipeline", "blob"],
+)
 def test_exception_between_blob_write_and_commit(
-    store: ObjStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch, value: bytes
+    make_store: StoreFactory, data_dir: Path, monkeypatch: pytest.MonkeyPatch, value: bytes, path: str
 ) -> None:
-    def fail(self: ObjectStore, conn: object, scope: int, count: int) -> list[str]:
+    store = make_store(object_store={"pipeline_object_limit": 2})
+    objects = store.pipeline("default", "p").objects
+    if path == "full pipeline":
+        for key in ("a", "b", "c"):  # the third put evicts: the pipeline is known to be full
+            objects.put(key, b"v")
+    before = [o.key for o in objects.list()]
+
+    def fail(self: ObjectStore, conn: object, scope: int, count: int, oldest: object = None) -> list[str]:
         raise Boom("injected after the insert, before the commit")
 
-    # A small new value is normally one atomic statement, with no window to break into: force the
-    # transaction (the path of a full pipeline) to test its window.
-    monkeypatch.setattr(ObjectStore, "_put_in_one_statement", lambda *args: None)
+    if path == "transaction":
+        # A small new value is normally one atomic statement, with no window to break into: force the
+        # full transaction to test its window.
+        monkeypatch.setattr(ObjectStore, "_put_inline", lambda *args: None)
     monkeypatch.setattr(ObjectStore, "_enforce_limit", fail)
     with pytest.raises(Boom):
-        store.pipeline("default", "p").objects.put("k", value)
+        objects.put("k", value)
     monkeypatch.undo()
     _assert_nothing_visible(store, "k")
+    assert [o.key for o in objects.list()] == before  # nothing evicted either
     assert staging_files(data_dir) == []
     store.collect_garbage(timedelta(0))
     assert blob_files(data_dir) == [] and store.check().ok
     # The store still works, and the same put now succeeds.
-    store.pipeline("default", "p").objects.put("k", value)
-    assert store.pipeline("default", "p").objects.get("k") == value
+    objects.put("k", value)
+    assert objects.get("k") == value
 
 
 def test_exception_while_publishing(store: ObjStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

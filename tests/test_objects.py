@@ -169,6 +169,23 @@ def test_lowered_limit_applies_on_next_put(make_store: StoreFactory) -> None:
     assert [o.key for o in objects.list()] == ["k7", "k8", "k9", "new"]
 
 
+def test_a_full_pipeline_sheds_every_object_over_its_limit(make_store: StoreFactory) -> None:
+    # A store whose pipeline is full evicts one object per put on its own path; when another store with a
+    # higher limit has added several meanwhile, the next put must still bring the pipeline to its limit.
+    small = make_store(object_store={"pipeline_object_limit": 3})
+    objects = small.pipeline("default", "p").objects
+    for i in range(5):
+        objects.put(f"k{i}", SMALL)  # full from the fourth put on: k0 and k1 evicted
+    large = make_store(object_store={"pipeline_object_limit": 10})
+    for i in range(5, 9):
+        large.pipeline("default", "p").objects.put(f"k{i}", SMALL)
+    assert len(objects.list()) == 7
+    objects.put("k9", SMALL)
+    assert [o.key for o in objects.list()] == ["k7", "k8", "k9"]
+    evicted = [key for e in small.events.list(kind="object_evicted") for key in e.details["keys"]]
+    assert evicted == ["k0", "k1", "k2", "k3", "k4", "k5", "k6"]
+
+
 def test_runs_are_numbered_from_one(store: ObjStore) -> None:
     pipe = store.pipeline("default", "p")
     assert pipe.latest_run == 0
@@ -483,3 +500,30 @@ def test_the_one_statement_insert_stops_at_the_limit_without_a_temporary_table(
     # table first (about 7 us of a 45 us put); the statement must not.
     plan = run_sql(store.object_db, f"EXPLAIN {_IF_ROOM}", (*rows[2], 2))  # type: ignore[arg-type]
     assert "OpenEphemeral" not in {step[1] for step in plan}
+
+
+@pytest.mark.sqlite_only
+def test_a_full_pipeline_evicts_in_one_transaction_without_temporary_tables(
+    make_store: StoreFactory,
+) -> None:
+    from objstore.stores.object_fast_path import _COUNT_AND_OLDEST, _INSERT, InlineInsert
+
+    store = make_store()
+    scope = store.objects.scope_id("default", "p", create=True)
+    assert scope is not None
+    insert = InlineInsert(store.object_db, lock_topic="scope", limit=2, expiry=1)
+    seen: list[tuple[int, tuple[int, str]]] = []
+
+    def then(conn: object, count: int, oldest: tuple[int, str]) -> str:
+        seen.append((count, oldest))
+        return "evicted"
+
+    rows = [(scope, 0, f"k{i}", 1, "0" * 64, "text/plain", i, b"v") for i in range(3)]
+    assert [insert.evicting(row, then) for row in rows] == ["evicted"] * 3
+    assert [(count, key) for count, (_, key) in seen] == [(1, "k0"), (2, "k0"), (3, "k0")]
+    assert insert.evicting(rows[1], then) is None  # an existing key: nothing changes, no call
+    assert len(seen) == 3
+    # RETURNING, which these statements avoid, buffers its rows in a temporary table (about 5 us a put).
+    for statement, params in ((_INSERT, rows[0]), (_COUNT_AND_OLDEST, (scope,))):
+        plan = run_sql(store.object_db, f"EXPLAIN {statement}", params)  # type: ignore[arg-type]
+        assert "OpenEphemeral" not in {step[1] for step in plan}, statement

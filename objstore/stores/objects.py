@@ -25,6 +25,7 @@ from objstore.stores.object_fast_path import (
     INSERT_VALUES,
     ON_KEY_CONFLICT,
     InlineInsert,
+    Oldest,
 )
 from objstore.timestamps import from_micros, to_micros
 from objstore.types import ObjectInfo
@@ -115,6 +116,7 @@ class ObjectStore:
         )
         self._full_pipelines: set[int] = set()  # a hint only: pipelines whose last put had to evict
         self._delete_one = sql(f'DELETE FROM objects WHERE {_SCOPE} AND "key" = :key')
+        self._delete_by_id = sql("DELETE FROM objects WHERE id = :id")
         self._exists = sql(f"SELECT 1 FROM objects WHERE {_BY_KEY}")
         self._get = sql(f"SELECT size, sha256, data FROM objects WHERE {_BY_KEY}")
         self._info = sql(f"SELECT {_COLUMNS} FROM objects WHERE {_BY_KEY}")
@@ -200,8 +202,8 @@ class ObjectStore:
         assert scope is not None
         if isinstance(source, bytes) and len(source) <= self.content.threshold:
             content = self.content.ingest(source)  # inline: nothing staged, nothing to release
-            if not overwrite and (run != PIPELINE_SCOPE or scope not in self._full_pipelines):
-                info = self._put_in_one_statement(scope, namespace, pipeline, run, key, content, kind)
+            if not overwrite:
+                info = self._put_inline(scope, namespace, pipeline, run, key, content, kind)
                 if info is not None:
                     return info
         else:
@@ -254,22 +256,40 @@ class ObjectStore:
             key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
         )
 
-    def _put_in_one_statement(  # noqa: PLR0917 - the hot path: positional, as put() has them
+    def _put_inline(  # noqa: PLR0917 - the hot path: positional, as put() has them
         self, scope: int, namespace: str, pipeline: str, run: int, key: str, content: Content, kind: str
     ) -> ObjectInfo | None:
-        """The fast path of an inline value under a new key (see object_fast_path); None: nothing was
+        """The fast paths of an inline value under a new key (see object_fast_path); None: nothing was
         written, take the full transaction (which evicts, or raises the right error)."""
         assert content.inline is not None
         created_at = self.clock.now()
         row = (scope, run, key, content.size, content.sha256, kind, to_micros(created_at), content.inline)
-        if not self._insert_if_allowed(row):
+        if run != PIPELINE_SCOPE or scope not in self._full_pipelines:
+            if not self._insert_if_allowed(row):
+                return None
+        elif self._insert_if_allowed.evicts:
+
+            def evict(conn: Connection, count: int, oldest: Oldest) -> list[str]:
+                evicted = self._enforce_limit(conn, scope, count, oldest)
+                self._record_evictions(conn, namespace, pipeline, evicted)
+                return evicted
+
+            evicted = self._insert_if_allowed.evicting(row, evict)
+            if evicted is None:
+                return None
+            if evicted and self.events is None:
+                self._evicted(namespace, pipeline, evicted)
+        else:
             return None
         return ObjectInfo(
             key, content.size, content.sha256, created_at, kind, namespace, pipeline, run or None
         )
 
-    def _enforce_limit(self, conn: Connection, scope: int, count: int) -> list[str]:
-        """Evict the pipeline's oldest objects (smallest ids) beyond the limit; their keys.
+    def _enforce_limit(
+        self, conn: Connection, scope: int, count: int, oldest: Oldest | None = None
+    ) -> list[str]:
+        """Evict the pipeline's oldest objects (smallest ids) beyond the limit; their keys. ``oldest``,
+        when the caller knows it: the id and key of the pipeline's oldest object.
 
         Runs inside the put's transaction, so the count is exact under any concurrency.
         """
@@ -280,6 +300,9 @@ class ObjectStore:
             self._full_pipelines.discard(scope)
         if excess <= 0:
             return []
+        if excess == 1 and oldest is not None:
+            conn.execute(self._delete_by_id, {"id": oldest[0]})
+            return [oldest[1]]
         evict = {"scope": scope, "excess": excess}
         statement = self._delete_oldest_one if excess == 1 else self._delete_oldest
         # RETURNING lists rows in no promised order (PostgreSQL's differs from SQLite's): oldest first.
