@@ -186,6 +186,25 @@ def test_a_full_pipeline_sheds_every_object_over_its_limit(make_store: StoreFact
     assert evicted == ["k0", "k1", "k2", "k3", "k4", "k5", "k6"]
 
 
+@pytest.mark.sqlite_only
+def test_a_full_pipeline_takes_one_transaction_per_put(make_store: StoreFactory) -> None:
+    store = make_store(object_store={"pipeline_object_limit": 2})
+    objects = store.pipeline("default", "p").objects
+    for key in ("z", "y", "x"):  # the third evicts: the pipeline is known to be full from here
+        objects.put(key, b"v")
+    statements: list[str] = []
+    connection = store.object_db.connection()
+    connection.set_trace_callback(statements.append)
+    objects.put("w", b"v")
+    with pytest.raises(AlreadyExists):
+        objects.put("x", b"again")
+    connection.set_trace_callback(None)
+    begins = [s for s in statements if s.startswith("BEGIN")]
+    assert len(begins) == 2, statements  # one transaction each, the failed put's included
+    assert not any("RETURNING" in s for s in statements), statements
+    assert [o.key for o in objects.list()] == ["x", "w"]
+
+
 def test_runs_are_numbered_from_one(store: ObjStore) -> None:
     pipe = store.pipeline("default", "p")
     assert pipe.latest_run == 0
@@ -518,9 +537,10 @@ def test_a_full_pipeline_evicts_in_one_transaction_without_temporary_tables(
         seen.append((count, oldest))
         return "evicted"
 
-    rows = [(scope, 0, f"k{i}", 1, "0" * 64, "text/plain", i, b"v") for i in range(3)]
+    # Keys in descending order: the oldest object (smallest id) is the last in the key index.
+    rows = [(scope, 0, f"k{9 - i}", 1, "0" * 64, "text/plain", i, b"v") for i in range(3)]
     assert [insert.evicting(row, then) for row in rows] == ["evicted"] * 3
-    assert [(count, key) for count, (_, key) in seen] == [(1, "k0"), (2, "k0"), (3, "k0")]
+    assert [(count, key) for count, (_, key) in seen] == [(1, "k9"), (2, "k9"), (3, "k9")]
     assert insert.evicting(rows[1], then) is None  # an existing key: nothing changes, no call
     assert len(seen) == 3
     # RETURNING, which these statements avoid, buffers its rows in a temporary table (about 5 us a put).

@@ -101,6 +101,7 @@ def test_concurrent_upgrades_create_the_schema_once(empty_schema: PostgresSchema
 
 
 def test_a_dropped_connection_is_replaced(postgres_schema: PostgresSchema, tmp_path: Path) -> None:
+    postgres_schema.empty_tables()  # the session's schema: what earlier tests stored there goes first
     store = ObjStore(_settings(tmp_path, postgres_schema.url))
     objects = store.pipeline("default", "p").objects
     objects.put("k", b"v")
@@ -152,6 +153,7 @@ def test_the_put_function_comes_and_goes_with_its_revision(
 def test_limits_beyond_32_bits_reach_the_put_function(
     postgres_schema: PostgresSchema, tmp_path: Path
 ) -> None:
+    postgres_schema.empty_tables()  # the session's schema: what earlier tests stored there goes first
     huge = 2**31 + 5  # psycopg sends it as bigint: the function must take one
     database = {"engine": "postgres", "postgres": {"url": postgres_schema.url}}
     settings = Settings.for_directory(

@@ -44,7 +44,7 @@ def delete_in_transaction(database: Database, statement: str, params: Params) ->
 
     def work(conn: Connection) -> int:
         nonlocal began
-        began = time.perf_counter()  # BEGIN has returned: this transaction holds the lock from here
+        began = time.perf_counter()  # BEGIN has returned: on SQLite the write lock is held from here
         return int(conn.execute(statement, params).rowcount)
 
     deleted = database.write(work)

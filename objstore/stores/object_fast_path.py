@@ -63,7 +63,8 @@ _FUNCTION_CALL = "SELECT objstore_insert_object(%s, %s, %s, %s, %s, %s, %s, %s, 
 
 
 class InlineInsert:
-    """Insert one object row if the pipeline has room or the run is open; whether it did."""
+    """Inserts of one object row without the full transaction: if the pipeline has room or the run is
+    open (a call), or into a full pipeline together with its eviction (:meth:`evicting`, SQLite)."""
 
     def __init__(self, database: Database, *, lock_topic: str, limit: int, expiry: int) -> None:
         self.db = database

@@ -114,7 +114,8 @@ class ObjectStore:
         self._insert_if_allowed = InlineInsert(
             database, lock_topic=SCOPE_LOCK, limit=pipeline_object_limit, expiry=run_object_expiry
         )
-        self._full_pipelines: set[int] = set()  # a hint only: pipelines whose last put had to evict
+        # A hint only: pipelines at their limit after their last put here (the next put will evict).
+        self._full_pipelines: set[int] = set()
         self._delete_one = sql(f'DELETE FROM objects WHERE {_SCOPE} AND "key" = :key')
         self._delete_by_id = sql("DELETE FROM objects WHERE id = :id")
         self._exists = sql(f"SELECT 1 FROM objects WHERE {_BY_KEY}")
@@ -260,7 +261,8 @@ class ObjectStore:
         self, scope: int, namespace: str, pipeline: str, run: int, key: str, content: Content, kind: str
     ) -> ObjectInfo | None:
         """The fast paths of an inline value under a new key (see object_fast_path); None: nothing was
-        written, take the full transaction (which evicts, or raises the right error)."""
+        written, take the full transaction (which evicts, or raises the right error). Raises
+        AlreadyExists itself when a full pipeline's insert finds the key taken."""
         assert content.inline is not None
         created_at = self.clock.now()
         row = (scope, run, key, content.size, content.sha256, kind, to_micros(created_at), content.inline)
@@ -275,8 +277,8 @@ class ObjectStore:
                 return evicted
 
             evicted = self._insert_if_allowed.evicting(row, evict)
-            if evicted is None:
-                return None
+            if evicted is None:  # only a key conflict skips the insert: no second transaction to say so
+                raise self._already_exists(namespace, pipeline, run, key)
             if evicted and self.events is None:
                 self._evicted(namespace, pipeline, evicted)
         else:
@@ -339,9 +341,7 @@ class ObjectStore:
                 validate(key)  # PostgreSQL refuses some bad keys (NUL) in the query itself: say why
             raise
         if row is None:
-            if validate is not None:
-                validate(key)
-            raise self._not_found(namespace, pipeline, run, key)
+            raise self._missing(namespace, pipeline, run, key, validate)
         return row
 
     def get(
@@ -354,18 +354,20 @@ class ObjectStore:
         validate: Callable[[str], object] | None = None,
     ) -> bytes:
         """The verified value; ``validate`` checks the key's name when nothing is found under it."""
-        # A known pipeline's existing key (the usual get) in one lookup; anything else takes _row, which
-        # finds the pipeline, validates the key and raises as it should.
+        # _row, unrolled for a pipeline already looked up (every get but its first): one call less.
         scope = self._scope_ids.get((namespace, pipeline))
-        try:
-            row = None if scope is None else self.db.query_one(self._get, (scope, run, key))
-        except StorageError:
-            if validate is not None:
-                validate(key)  # as in _row: PostgreSQL refuses some bad keys (NUL) in the query itself
-            raise
-        if row is None:
-            row = self._row(self._get, namespace, pipeline, run, key, validate=validate)
-        size, sha256, data = row
+        if scope is None:
+            size, sha256, data = self._row(self._get, namespace, pipeline, run, key, validate=validate)
+        else:
+            try:
+                row = self.db.query_one(self._get, (scope, run, key))
+            except StorageError:
+                if validate is not None:
+                    validate(key)  # as in _row: PostgreSQL refuses some bad keys (NUL) in the query itself
+                raise
+            if row is None:
+                raise self._missing(namespace, pipeline, run, key, validate)
+            size, sha256, data = row
         # The inline check of ContentStore.read, inlined: building the error context (or a lambda for it)
         # on every get measured 8% of a small get, which has a speed target.
         if data is not None and len(data) == size and hashlib.sha256(data).hexdigest() == sha256:
@@ -523,6 +525,15 @@ class ObjectStore:
     @staticmethod
     def _what(namespace: str, pipeline: str, run: int, key: str) -> str:
         return f"object {key!r} in {describe_scope(namespace, pipeline, run)}"
+
+    def _missing(
+        self, namespace: str, pipeline: str, run: int, key: str, validate: Callable[[str], object] | None
+    ) -> ObjectNotFound:
+        """The error for a key under which nothing is stored; ``validate`` (if given) raises first when
+        the key could never name an object."""
+        if validate is not None:
+            validate(key)
+        return self._not_found(namespace, pipeline, run, key)
 
     @staticmethod
     def _not_found(namespace: str, pipeline: str, run: int, key: str) -> ObjectNotFound:
