@@ -23,6 +23,7 @@ from objstore import (
     RunExpired,
     RunNotFound,
 )
+from objstore.stores.object_fast_path import _COUNT_AND_OLDEST, _IF_ROOM, _INSERT, InlineInsert
 from tests.databases import run_sql
 
 SMALL = b"x" * 100
@@ -501,36 +502,39 @@ def test_fast_and_transaction_paths_agree_on_limits_and_errors(make_store: Store
     assert run1.objects.list() == []
 
 
+def _fast_path(store: ObjStore) -> tuple[int, InlineInsert]:
+    """Pipeline default/p's scope id, and the fast path of its puts with a limit of 2."""
+    scope = store.objects.scope_id("default", "p", create=True)
+    assert scope is not None
+    return scope, InlineInsert(store.object_db, lock_topic="scope", limit=2, expiry=1)
+
+
+def _opens_no_temporary_table(store: ObjStore, statement: str, params: tuple[object, ...]) -> bool:
+    plan = run_sql(store.object_db, f"EXPLAIN {statement}", params)  # type: ignore[arg-type]
+    return "OpenEphemeral" not in {step[1] for step in plan}
+
+
 @pytest.mark.sqlite_only
 def test_the_one_statement_insert_stops_at_the_limit_without_a_temporary_table(
     make_store: StoreFactory,
 ) -> None:
-    from objstore.stores.object_fast_path import _IF_ROOM, InlineInsert
-
     store = make_store()
-    scope = store.objects.scope_id("default", "p", create=True)
-    assert scope is not None
-    insert = InlineInsert(store.object_db, lock_topic="scope", limit=2, expiry=1)
+    scope, insert = _fast_path(store)
     rows = [(scope, 0, f"k{i}", 1, "0" * 64, "text/plain", i, b"v") for i in range(3)]
     assert [insert(row) for row in rows] == [True, True, False]  # the third: the pipeline is full
     assert insert(rows[0]) is False  # an existing key: nothing changes either
     assert run_sql(store.object_db, "SELECT key FROM objects ORDER BY key") == [("k0",), ("k1",)]
     # INSERT ... SELECT from the table being inserted into would copy the row through a temporary
     # table first (about 7 us of a 45 us put); the statement must not.
-    plan = run_sql(store.object_db, f"EXPLAIN {_IF_ROOM}", (*rows[2], 2))  # type: ignore[arg-type]
-    assert "OpenEphemeral" not in {step[1] for step in plan}
+    assert _opens_no_temporary_table(store, _IF_ROOM, (*rows[2], 2))
 
 
 @pytest.mark.sqlite_only
 def test_a_full_pipeline_evicts_in_one_transaction_without_temporary_tables(
     make_store: StoreFactory,
 ) -> None:
-    from objstore.stores.object_fast_path import _COUNT_AND_OLDEST, _INSERT, InlineInsert
-
     store = make_store()
-    scope = store.objects.scope_id("default", "p", create=True)
-    assert scope is not None
-    insert = InlineInsert(store.object_db, lock_topic="scope", limit=2, expiry=1)
+    scope, insert = _fast_path(store)
     seen: list[tuple[int, tuple[int, str]]] = []
 
     def then(conn: object, count: int, oldest: tuple[int, str]) -> str:
@@ -544,6 +548,5 @@ def test_a_full_pipeline_evicts_in_one_transaction_without_temporary_tables(
     assert insert.evicting(rows[1], then) is None  # an existing key: nothing changes, no call
     assert len(seen) == 3
     # RETURNING, which these statements avoid, buffers its rows in a temporary table (about 5 us a put).
-    for statement, params in ((_INSERT, rows[0]), (_COUNT_AND_OLDEST, (scope,))):
-        plan = run_sql(store.object_db, f"EXPLAIN {statement}", params)  # type: ignore[arg-type]
-        assert "OpenEphemeral" not in {step[1] for step in plan}, statement
+    assert _opens_no_temporary_table(store, _INSERT, rows[0])
+    assert _opens_no_temporary_table(store, _COUNT_AND_OLDEST, (scope,))
