@@ -333,7 +333,9 @@ class ObjectStore:
         validate: Callable[[str], object] | None = None,
     ) -> tuple[Any, ...]:
         """The object's row; on a miss, ``validate`` (if given) checks the key's name first."""
-        scope = self.scope_id(namespace, pipeline, create=False)
+        scope = self._scope_ids.get((namespace, pipeline))  # the cache first, without a call: every get
+        if scope is None:
+            scope = self.scope_id(namespace, pipeline, create=False)
         try:
             row = None if scope is None else self.db.query_one(statement, (scope, run, key))
         except StorageError:
@@ -341,7 +343,9 @@ class ObjectStore:
                 validate(key)  # PostgreSQL refuses some bad keys (NUL) in the query itself: say why
             raise
         if row is None:
-            raise self._missing(namespace, pipeline, run, key, validate)
+            if validate is not None:
+                validate(key)
+            raise self._not_found(namespace, pipeline, run, key)
         return row
 
     def get(
@@ -354,20 +358,7 @@ class ObjectStore:
         validate: Callable[[str], object] | None = None,
     ) -> bytes:
         """The verified value; ``validate`` checks the key's name when nothing is found under it."""
-        # _row, unrolled for a pipeline already looked up (every get but its first): one call less.
-        scope = self._scope_ids.get((namespace, pipeline))
-        if scope is None:
-            size, sha256, data = self._row(self._get, namespace, pipeline, run, key, validate=validate)
-        else:
-            try:
-                row = self.db.query_one(self._get, (scope, run, key))
-            except StorageError:
-                if validate is not None:
-                    validate(key)  # as in _row: PostgreSQL refuses some bad keys (NUL) in the query itself
-                raise
-            if row is None:
-                raise self._missing(namespace, pipeline, run, key, validate)
-            size, sha256, data = row
+        size, sha256, data = self._row(self._get, namespace, pipeline, run, key, validate=validate)
         # The inline check of ContentStore.read, inlined: building the error context (or a lambda for it)
         # on every get measured 8% of a small get, which has a speed target.
         if data is not None and len(data) == size and hashlib.sha256(data).hexdigest() == sha256:
@@ -525,15 +516,6 @@ class ObjectStore:
     @staticmethod
     def _what(namespace: str, pipeline: str, run: int, key: str) -> str:
         return f"object {key!r} in {describe_scope(namespace, pipeline, run)}"
-
-    def _missing(
-        self, namespace: str, pipeline: str, run: int, key: str, validate: Callable[[str], object] | None
-    ) -> ObjectNotFound:
-        """The error for a key under which nothing is stored; ``validate`` (if given) raises first when
-        the key could never name an object."""
-        if validate is not None:
-            validate(key)
-        return self._not_found(namespace, pipeline, run, key)
 
     @staticmethod
     def _not_found(namespace: str, pipeline: str, run: int, key: str) -> ObjectNotFound:
